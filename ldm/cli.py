@@ -1,0 +1,54 @@
+"""What the stage scripts share: common flags, argument checks, and turning errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from .data import default_data_dir
+from .utils import LdmError
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where to run; auto takes CUDA when available")
+    group.add_argument("--seed", type=int, default=0, help="seeds data order, initialisation and noise")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=default_data_dir(),
+                        help="folder with the MNIST IDX files, or torchvision's root (default: $LDM_DATA_DIR or data/)")
+
+
+def add_preset_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="auto", help="hyper-parameters: auto (by device), cpu, gpu or smoke")
+
+
+def run(main: Callable[[], None]) -> None:
+    """Call main(); an LdmError becomes `error: ...` on stderr and exit status 2."""
+    try:
+        main()
+    except LdmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+

@@ -1,0 +1,134 @@
+"""MNIST from the standard IDX files (.gz or raw), read with numpy and validated.
+
+The data folder may hold the four files directly, or in torchvision's DIR/MNIST/raw/ layout.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .utils import LdmError
+
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+# IDX magic numbers: 0x08 = unsigned byte, last byte = number of dimensions.
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+FILE_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def default_data_dir() -> str:
+    return os.environ.get("LDM_DATA_DIR", "data")
+
+
+def find_idx_file(data_dir: str | os.PathLike, stem: str) -> Path:
+    """Locate `stem` (.gz or raw) in data_dir or data_dir/MNIST/raw."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise LdmError(f"{data_dir}: data folder does not exist (set --data-dir, LDM_DATA_DIR or DATA=...)")
+    for folder in (data_dir, data_dir / "MNIST" / "raw"):
+        for name in (stem + ".gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+    raise LdmError(f"{data_dir / (stem + '.gz')}: MNIST file not found (nor raw, nor under MNIST/raw/); "
+                   "`make data DOWNLOAD=1` fetches it where torchvision and a network are available")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise LdmError(f"{path}: truncated or corrupt gzip file ({e})") from e
+    except OSError as e:
+        raise LdmError(f"{path}: cannot read ({e})") from e
+
+
+def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
+    """Parse one IDX file into a uint8 array, checking its magic number and size."""
+    path = Path(path)
+    raw = _read_bytes(path)
+    ndim = magic & 0xFF
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise LdmError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        raise LdmError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(raw) - header_len != expected:
+        raise LdmError(f"{path}: header says shape {shape} ({expected} bytes) "
+                       f"but the file holds {len(raw) - header_len} bytes (truncated?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip when the name ends in .gz); used by tests."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = 0x00000800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def load_mnist(data_dir: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (images uint8 [N, 28, 28], labels int64 [N]) of the 'train' or 'test' split."""
+    if split not in FILE_STEMS:
+        raise ValueError(f"split must be one of {sorted(FILE_STEMS)}, got {split!r}")
+    image_stem, label_stem = FILE_STEMS[split]
+    image_path, label_path = find_idx_file(data_dir, image_stem), find_idx_file(data_dir, label_stem)
+    images = read_idx(image_path, IMAGES_MAGIC)
+    labels = read_idx(label_path, LABELS_MAGIC)
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise LdmError(f"{image_path}: images are {images.shape[1:]}, expected 28x28")
+    if len(images) != len(labels):
+        raise LdmError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise LdmError(f"{label_path}: label {labels.max()} outside 0-9")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float [N, 1, 28, 28] in [0, 1], the range every model takes."""
+    return images.unsqueeze(1).float().div_(255.0)
+
+
+def download_mnist(data_dir: str | os.PathLike) -> None:
+    """Fetch MNIST into data_dir/MNIST/raw with torchvision, an optional extra."""
+    try:
+        from torchvision.datasets import MNIST
+    except Exception as e:  # ImportError, or torchvision built against another torch
+        raise LdmError(f"--download needs torchvision (pip install 'ldm[download]'): {e}") from e
+    for train in (True, False):
+        MNIST(root=str(data_dir), train=train, download=True)
+
+
+class BatchSampler:
+    """Endless minibatches of indices: a fresh random permutation per epoch from a seeded generator."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if batch_size > n:
+            raise LdmError(f"--batch-size {batch_size} is larger than the {n} training examples")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._perm, self._pos = torch.randperm(n, generator=self.generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self._pos + self.batch_size > self.n:  # drop the ragged tail, start a new epoch
+            self._perm, self._pos = torch.randperm(self.n, generator=self.generator), 0
+        idx = self._perm[self._pos: self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx

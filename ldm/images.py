@@ -1,0 +1,28 @@
+"""PNG grids of 28x28 images."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .utils import atomic_path
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> None:
+    """Write [N x 1 x H x W] images in [0, 1] as one grayscale PNG, `nrow` images per row."""
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, _, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = np.zeros((ncol * (h + padding) + padding, nrow * (w + padding) + padding), dtype=np.uint8)
+    pixels = (images[:, 0].numpy() * 255).round().astype(np.uint8)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        y, x = padding + r * (h + padding), padding + c * (w + padding)
+        grid[y:y + h, x:x + w] = pixels[i]
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid, mode="L").save(tmp, format="PNG")

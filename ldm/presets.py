@@ -1,0 +1,75 @@
+"""Hyper-parameter presets: `cpu` fits `make all` into 45 minutes on 2 cores, `gpu` is for the
+best result on a CUDA GPU, `smoke` is a seconds-long run for tests. `auto` picks by device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .unet import UNetConfig
+from .utils import LdmError
+from .vae import VAEConfig
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    classifier: TrainSettings
+    vae: TrainSettings
+    diffusion: TrainSettings
+    vae_model: VAEConfig
+    unet_model: UNetConfig
+    schedule: str  # beta schedule of the diffusion
+    ddpm_steps: int  # steps of the ancestral DDPM row; < 1000 respaces the chain (CPU time)
+    ddim_steps: int
+    num_samples: int  # images per row of the FID table
+    sample_batch_size: int
+
+
+PRESETS = {
+    "cpu": Preset(
+        name="cpu",
+        classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50),
+        vae=TrainSettings(steps=2500, batch_size=128, lr=1e-3, warmup_steps=100),
+        diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
+        vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
+        unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2),
+        schedule="linear", ddpm_steps=100, ddim_steps=50, num_samples=10_000, sample_batch_size=2000,
+    ),
+    "gpu": Preset(
+        name="gpu",
+        classifier=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
+        vae=TrainSettings(steps=20_000, batch_size=256, lr=1e-3, warmup_steps=500),
+        diffusion=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
+        vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
+        unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2),
+        schedule="linear", ddpm_steps=1000, ddim_steps=50, num_samples=10_000, sample_batch_size=10_000,
+    ),
+    "smoke": Preset(
+        name="smoke",
+        classifier=TrainSettings(steps=3, batch_size=16, lr=1e-3),
+        vae=TrainSettings(steps=3, batch_size=16, lr=1e-3),
+        diffusion=TrainSettings(steps=3, batch_size=16, lr=1e-3),
+        vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
+        unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1),
+        schedule="linear", ddpm_steps=5, ddim_steps=3, num_samples=20, sample_batch_size=8,
+    ),
+}
+
+
+def get_preset(name: str, device: torch.device) -> Preset:
+    """'auto' means 'gpu' on CUDA and 'cpu' otherwise."""
+    if name == "auto":
+        name = "gpu" if device.type == "cuda" else "cpu"
+    if name not in PRESETS:
+        raise LdmError(f"--preset {name!r}: choose one of auto, {', '.join(PRESETS)}")
+    return PRESETS[name]

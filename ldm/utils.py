@@ -1,0 +1,65 @@
+"""Small helpers every stage needs: user-facing errors, seeding, devices, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+class LdmError(Exception):
+    """A problem with the user's input (a file, an option); scripts print it as one line."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed every global RNG in one place; explicit generators are derived from the same seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map --device auto|cpu|cuda to a torch.device; 'auto' takes CUDA when it is available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise LdmError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
+        return torch.device("cuda")
+    raise LdmError(f"--device {name!r}: expected one of auto, cpu, cuda")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the same folder as `path`; rename it into place on success.
+
+    An interrupted write leaves only a hidden temporary file, never a truncated `path`
+    that a later stage would accept.
+    """
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise LdmError(f"{folder}: cannot write output folder ({e.strerror or e})") from e
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,83 @@
+"""Convolutional VAE: 1x28x28 images <-> a spatial latent of latent_channels x 7 x 7."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .nn import ResBlock, normalization
+
+
+@dataclass
+class VAEConfig:
+    latent_channels: int = 4  # 4x7x7 = 196 latent dims, a 4x compression of 784 pixels
+    channels: tuple[int, int] = (32, 64)  # widths at 28x28 and at 14x14 / 7x7
+    beta: float = 0.1  # KL weight; below 1 for sharper reconstructions, the diffusion models the rest
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        c1, c2 = config.channels
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), ResBlock(c2, c2),  # 28 -> 14
+            nn.Conv2d(c2, c2, 4, stride=2, padding=1), ResBlock(c2, c2),  # 14 -> 7
+            normalization(c2), nn.SiLU(), nn.Conv2d(c2, 2 * config.latent_channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        c1, c2 = config.channels
+        self.net = nn.Sequential(
+            nn.Conv2d(config.latent_channels, c2, 3, padding=1), ResBlock(c2, c2),
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c2, c2, 3, padding=1), ResBlock(c2, c2),  # 7 -> 14
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1),  # 14 -> 28
+            normalization(c1), nn.SiLU(), nn.Conv2d(c1, 1, 3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class VAE(nn.Module):
+    kind = "vae"
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder, self.decoder = Encoder(config), Decoder(config)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N x 1 x 28 x 28] in [0, 1] -> (mean, logvar), each [N x latent_channels x 7 x 7]."""
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [0, 1] (the Bernoulli means)."""
+        return torch.sigmoid(self.decoder(z))
+
+
+def vae_loss(vae: VAE, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image negative ELBO terms, averaged over the batch: (reconstruction BCE, KL).
+
+    The total loss is recon + beta * KL; both are sums over pixels / latent dims, in nats.
+    """
+    mean, logvar = vae.encode(x)
+    noise = torch.randn_like(mean) if noise is None else noise
+    z = mean + torch.exp(0.5 * logvar) * noise  # reparameterisation trick
+    recon = F.binary_cross_entropy_with_logits(vae.decode_logits(z), x, reduction="sum") / len(x)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
+    return recon, kl

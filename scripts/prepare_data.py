@@ -1,0 +1,48 @@
+"""Stage 0: check the MNIST IDX files and record what was found.
+
+    python -m scripts.prepare_data --data-dir ../shared/data/mnist
+    python -m scripts.prepare_data --data-dir data --download   # needs torchvision and a network
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ldm.cli import add_data_arg, run
+from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
+from ldm.utils import LdmError, write_text_atomic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arg(parser)
+    parser.add_argument("--download", action="store_true",
+                        help="download missing files with torchvision (optional extra: pip install 'ldm[download]')")
+    parser.add_argument("--out", default="checkpoints/data.json", help="summary written here")
+    args = parser.parse_args()
+
+    if args.download:
+        try:
+            for stems in FILE_STEMS.values():
+                for stem in stems:
+                    find_idx_file(args.data_dir, stem)
+        except LdmError:
+            Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+            download_mnist(args.data_dir)
+
+    summary = {"data_dir": str(Path(args.data_dir).resolve())}
+    for split in FILE_STEMS:
+        images, labels = load_mnist(args.data_dir, split)
+        summary[split] = {"count": len(images), "class_counts": torch.bincount(labels, minlength=10).tolist(),
+                          "files": [str(find_idx_file(args.data_dir, stem)) for stem in FILE_STEMS[split]]}
+        print(f"{split}: {len(images)} images, class counts {summary[split]['class_counts']}")
+    write_text_atomic(args.out, json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run(main)

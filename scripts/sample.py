@@ -1,0 +1,70 @@
+"""Stage 5: sample latents from noise with DDPM or DDIM, decode them through the VAE, and write
+the images as a safetensors file ([N x 28 x 28] uint8) and a PNG grid of the first 64.
+
+    python -m scripts.sample --sampler ddim --steps 50 --num-samples 64 --out checkpoints/samples.safetensors
+    python -m scripts.sample --sampler ddpm --variance beta --num-samples 10000 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ldm.checkpoint import save_checkpoint
+from ldm.cli import add_device_args, add_preset_arg, non_negative_float, positive_int, run
+from ldm.data import to_float
+from ldm.images import save_grid
+from ldm.pipeline import SAMPLERS, LatentDiffusion
+from ldm.presets import get_preset
+from ldm.sampling import VARIANCES
+from ldm.utils import LdmError, resolve_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet", default="checkpoints/unet.safetensors", help="diffusion checkpoint")
+    parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE checkpoint (decoder)")
+    parser.add_argument("--weights", default="ema", choices=["ema", "raw"], help="which UNet weights to sample with")
+    add_preset_arg(parser)
+    # Sampler
+    parser.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="ancestral DDPM or DDIM")
+    parser.add_argument("--steps", type=positive_int,
+                        help="denoising steps (unset: the preset's; DDPM with fewer than T steps is respaced)")
+    parser.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise scale: 0 deterministic, 1 = DDPM")
+    parser.add_argument("--variance", default="beta_tilde", choices=VARIANCES, help="DDPM step variance σ²")
+    # Output
+    parser.add_argument("--num-samples", type=positive_int, default=64, help="images to generate")
+    parser.add_argument("--batch-size", type=positive_int, help="images per sampling batch (unset: the preset's)")
+    parser.add_argument("--out", default="checkpoints/samples.safetensors",
+                        help="images written here, and a grid of the first 64 beside it as .png")
+    add_device_args(parser)
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    preset = get_preset(args.preset, device)
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise LdmError(f"--out {out}: must end in .safetensors")
+    model = LatentDiffusion.load(args.unet, args.vae, device, args.weights)
+    steps = args.steps or (preset.ddpm_steps if args.sampler == "ddpm" else preset.ddim_steps)
+    if steps > model.schedule.num_timesteps:
+        raise LdmError(f"--steps {steps}: at most T = {model.schedule.num_timesteps}")
+    start = time.time()
+    images = model.sample(args.num_samples, sampler=args.sampler, steps=steps, eta=args.eta, variance=args.variance,
+                          seed=args.seed, batch_size=args.batch_size or preset.sample_batch_size,
+                          progress=not args.no_progress)
+    seconds = time.time() - start
+    label = f"DDPM-{steps}" + (" σ²=β" if args.variance == "beta" else "") if args.sampler == "ddpm" else \
+        f"DDIM-{steps}" + (f" η={args.eta:g}" if args.eta else "")
+    info = {"label": label, "sampler": args.sampler, "steps": steps, "eta": args.eta, "variance": args.variance,
+            "seed": args.seed, "weights": args.weights, "unet_fingerprint": model.unet_ckpt.fingerprint,
+            "vae_fingerprint": model.vae_ckpt.fingerprint, "seconds": seconds, "device": str(device)}
+    save_checkpoint(out, {"images": images}, "samples", info=info)
+    save_grid(to_float(images[:64]), out.with_suffix(".png"), nrow=8)
+    print(f"{label}: {len(images)} images in {seconds:.1f}s ({len(images) / seconds:.1f} images/s on {device}); "
+          f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    run(main)

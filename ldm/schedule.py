@@ -29,7 +29,10 @@ def make_betas(name: str, num_timesteps: int) -> torch.Tensor:
         raise ValueError(f"unknown beta schedule {name!r}; choose one of {sorted(BETA_SCHEDULES)}")
     if num_timesteps <= 0:
         raise ValueError(f"num_timesteps must be positive, got {num_timesteps}")
-    return BETA_SCHEDULES[name](num_timesteps)
+    betas = BETA_SCHEDULES[name](num_timesteps)
+    if betas.max() > 1:  # the linear schedule's 1000/T rescaling overshoots for T < 20
+        raise ValueError(f"the {name} schedule has β > 1 at T = {num_timesteps}; use more timesteps")
+    return betas
 
 
 class NoiseSchedule:

@@ -46,11 +46,12 @@ def main() -> None:
     settings = preset.diffusion
     steps, batch_size = args.steps or settings.steps, args.batch_size or settings.batch_size
     schedule_name = args.schedule or preset.schedule
-    if schedule_name not in BETA_SCHEDULES:
-        raise LdmError(f"--schedule {schedule_name!r}: choose one of {', '.join(BETA_SCHEDULES)}")
+    try:
+        schedule = NoiseSchedule.from_name(schedule_name, args.timesteps)
+    except ValueError as e:
+        raise LdmError(f"--schedule/--timesteps: {e}") from e
     set_seed(args.seed)
     cache = load_latent_cache(args.latents, device)
-    schedule = NoiseSchedule.from_name(schedule_name, args.timesteps)
     config = dataclasses.replace(preset.unet_model, in_channels=cache.latent_shape[0])
     unet = UNet(config).to(device)
     ema = EMA(unet)

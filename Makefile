@@ -1,0 +1,81 @@
+# One target per stage; each is a rule on its output file, so finished stages are skipped.
+#   make all DATA=../shared/data/mnist     everything, then the FID table
+#   make test                              the test suite
+# Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
+# N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement).
+
+PYTHON ?= python3
+VENV ?= .venv
+DATA ?= $(or $(LDM_DATA_DIR),data)
+PRESET ?= auto
+DEVICE ?= auto
+SEED ?= 0
+N ?= 10000
+DOWNLOAD ?=
+# The torch release this project is tested with; pyproject.toml accepts any torch>=2.1.
+TORCH ?= torch==2.13.0
+
+PY := $(VENV)/bin/python
+CKPT := checkpoints
+REPORTS := reports
+RUN := $(PY) -m
+COMMON := --device $(DEVICE) --seed $(SEED)
+
+.PHONY: all install data classifier vae latents diffusion sample evaluate test clean FORCE
+
+all: $(REPORTS)/fid.json
+	@cat $(REPORTS)/fid.md
+
+install: $(VENV)/.installed
+data: $(CKPT)/data.json
+classifier: $(CKPT)/classifier.safetensors
+vae: $(CKPT)/vae.safetensors
+latents: $(CKPT)/latents.safetensors
+diffusion: $(CKPT)/unet.safetensors
+sample: $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors
+evaluate: $(REPORTS)/fid.json
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# Stamps that change only when the settings do, so that changing DATA, PRESET, DEVICE or SEED
+# redoes every stage, and changing N redoes sampling and evaluation.
+$(CKPT)/settings.txt: FORCE
+	@mkdir -p $(CKPT)
+	@echo "data=$(DATA) preset=$(PRESET) device=$(DEVICE) seed=$(SEED)" | cmp -s - $@ || \
+		echo "data=$(DATA) preset=$(PRESET) device=$(DEVICE) seed=$(SEED)" > $@
+$(CKPT)/samples-settings.txt: FORCE
+	@mkdir -p $(CKPT)
+	@echo "n=$(N)" | cmp -s - $@ || echo "n=$(N)" > $@
+
+$(CKPT)/data.json: $(VENV)/.installed $(CKPT)/settings.txt
+	$(RUN) scripts.prepare_data --data-dir $(DATA) --out $@ $(if $(DOWNLOAD),--download)
+
+$(CKPT)/classifier.safetensors: $(CKPT)/data.json
+	$(RUN) scripts.train_classifier --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@
+
+$(CKPT)/vae.safetensors: $(CKPT)/data.json
+	$(RUN) scripts.train_vae --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@ \
+		--grid $(REPORTS)/vae_reconstructions.png
+
+$(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
+	$(RUN) scripts.encode_latents --data-dir $(DATA) --vae $< $(COMMON) --out $@
+
+$(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors
+	$(RUN) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) --out $@
+
+$(CKPT)/samples_%.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
+	$(RUN) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) --out $@
+
+$(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors
+	$(RUN) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) \
+		--samples $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	find $(CKPT) $(REPORTS) -mindepth 1 ! -name .gitkeep -delete

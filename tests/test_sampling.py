@@ -1,0 +1,99 @@
+"""Samplers on a known distribution. For data N(m, s²) the optimal ε-prediction is known in
+closed form, and every DDPM/DDIM step is then linear in x_t, so the exact mean and variance of
+the samples follow from a scalar recursion: the samplers must match it, and with many steps it
+must approach the data's own N(m, s²)."""
+
+import pytest
+import torch
+
+from ldm.sampling import ddim_sample, ddpm_sample, sampling_timesteps
+from ldm.schedule import NoiseSchedule
+
+MEAN, STD = 1.0, 0.5
+N = 40_000  # samples per test: the std's relative standard error is 1/sqrt(2N) = 0.35%
+
+
+def oracle_eps(schedule: NoiseSchedule):
+    """E[ε | x_t] for x_0 ~ N(MEAN, STD²): x_t ~ N(√ᾱ m, ᾱ s² + 1 - ᾱ), ε̂ = √(1-ᾱ)(x_t - √ᾱ m) / Var x_t."""
+    def model(x, t):
+        a = schedule.alphas_cumprod[t].float().reshape(-1, *([1] * (x.ndim - 1)))
+        return (1 - a).sqrt() * (x - a.sqrt() * MEAN) / (a * STD ** 2 + 1 - a)
+    return model
+
+
+def expected_std(schedule: NoiseSchedule, steps: int, kind: str, eta: float = 0.0) -> float:
+    """Propagate Var x through the sampler's linear steps: x_s - √ᾱ_s m = k (x_t - √ᾱ_t m) + σ z."""
+    a = schedule.alphas_cumprod.tolist()
+    ts = sampling_timesteps(schedule.num_timesteps, steps)
+    var = 1.0  # x_T ~ N(0, 1)
+    for i, t in enumerate(ts):
+        a_t, a_s = a[t], (a[ts[i + 1]] if i + 1 < len(ts) else 1.0)
+        v_t = a_t * STD ** 2 + 1 - a_t  # the oracle's view of Var x_t
+        x0_gain, eps_gain = a_t ** 0.5 * STD ** 2 / v_t, (1 - a_t) ** 0.5 / v_t  # d x̂0/dx_t, d ε̂/dx_t
+        beta = 1 - a_t / a_s
+        if kind == "ddim":
+            sigma2 = eta ** 2 * (1 - a_s) / (1 - a_t) * beta
+            k = a_s ** 0.5 * x0_gain + max(1 - a_s - sigma2, 0) ** 0.5 * eps_gain
+        else:
+            k = a_s ** 0.5 * beta / (1 - a_t) * x0_gain + (1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t)
+            sigma2 = beta if kind == "ddpm-beta" else beta * (1 - a_s) / (1 - a_t)
+        var = k ** 2 * var + (sigma2 if i + 1 < len(ts) else 0.0)
+    return var ** 0.5
+
+
+CASES = {  # id: (sampler call, kind for expected_std, steps, eta)
+    "ddpm-1000-beta-tilde": (lambda m, s, g: ddpm_sample(m, s, (N, 1), generator=g), "ddpm", 1000, 0.0),
+    "ddpm-1000-beta": (lambda m, s, g: ddpm_sample(m, s, (N, 1), variance="beta", generator=g), "ddpm-beta", 1000, 0.0),
+    "ddpm-100": (lambda m, s, g: ddpm_sample(m, s, (N, 1), steps=100, generator=g), "ddpm", 100, 0.0),
+    "ddim-1000": (lambda m, s, g: ddim_sample(m, s, (N, 1), steps=1000, generator=g), "ddim", 1000, 0.0),
+    "ddim-50": (lambda m, s, g: ddim_sample(m, s, (N, 1), steps=50, generator=g), "ddim", 50, 0.0),
+    "ddim-20-eta-half": (lambda m, s, g: ddim_sample(m, s, (N, 1), steps=20, eta=0.5, generator=g), "ddim", 20, 0.5),
+}
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_samplers_match_the_exact_gaussian_answer(schedule_name, case):
+    sample, kind, steps, eta = CASES[case]
+    s = NoiseSchedule.from_name(schedule_name, 1000)
+    x = sample(oracle_eps(s), s, torch.Generator().manual_seed(0))
+    target = expected_std(s, steps, kind, eta)
+    assert abs(x.mean().item() - MEAN) < 0.015  # mean is preserved exactly; 6 standard errors
+    assert abs(x.std().item() / target - 1) < 0.02
+    if steps == 1000:  # the full chain recovers the data distribution itself
+        assert abs(target / STD - 1) < 0.02
+
+
+def test_few_deterministic_steps_shrink_the_variance():
+    """Why the target above is not simply STD: coarse DDIM steps lose variance (Cauchy-Schwarz)."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    assert expected_std(s, 20, "ddim") < 0.9 * STD < expected_std(s, 1000, "ddim")
+
+
+def test_samplers_fail_with_a_wrong_model():
+    """The checks above can fail: a model that ignores the data mean misses it."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    x = ddim_sample(lambda x, t: torch.zeros_like(x), s, (5000, 2), generator=torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - MEAN) > 0.5
+
+
+def test_ddim_with_eta_one_is_the_ddpm_posterior_step():
+    s = NoiseSchedule.from_name("linear", 1000)
+    model = oracle_eps(s)
+    a = ddim_sample(model, s, (100, 3), steps=30, eta=1.0, generator=torch.Generator().manual_seed(1))
+    b = ddpm_sample(model, s, (100, 3), steps=30, variance="beta_tilde", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_same_generator_gives_identical_samples():
+    s = NoiseSchedule.from_name("linear", 1000)
+    run = lambda: ddpm_sample(oracle_eps(s), s, (50, 4), steps=20, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(run(), run())
+
+
+def test_sampling_timesteps():
+    assert sampling_timesteps(1000, 1000) == list(range(999, -1, -1))
+    steps = sampling_timesteps(1000, 50)
+    assert len(steps) == 50 and steps[0] == 999 and steps[-1] == 0 and steps == sorted(steps, reverse=True)
+    with pytest.raises(ValueError):
+        sampling_timesteps(1000, 0)

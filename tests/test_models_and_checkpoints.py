@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ldm.checkpoint import load_checkpoint, load_model, save_model
+from ldm.classifier import Classifier, ClassifierConfig
+from ldm.nn import timestep_embedding
+from ldm.unet import UNet, UNetConfig
+from ldm.utils import LdmError
+from ldm.vae import VAE, VAEConfig, vae_loss
+
+TINY_UNET = UNetConfig(in_channels=4, base_channels=8, channel_mult=(1, 2), num_res_blocks=1)
+
+
+def test_timestep_embedding_values():
+    emb = timestep_embedding(torch.tensor([0, 10, 999]), 16)
+    assert emb.shape == (3, 16)
+    assert torch.equal(emb[0], torch.cat([torch.ones(8), torch.zeros(8)]))  # cos 0 = 1, sin 0 = 0
+    # first frequency is 1: cos(t), sin(t)
+    assert emb[1, 0].item() == pytest.approx(torch.cos(torch.tensor(10.0)).item(), abs=1e-6)
+    assert emb[1, 8].item() == pytest.approx(torch.sin(torch.tensor(10.0)).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("size", [7, 8, 14])
+def test_unet_output_shape_equals_input_shape(size):
+    unet = UNet(TINY_UNET)
+    x = torch.randn(3, 4, size, size)
+    assert unet(x, torch.tensor([0, 500, 999])).shape == x.shape
+
+
+def test_unet_depends_on_time():
+    unet = UNet(TINY_UNET)
+    for p in unet.parameters():  # leave the zero-initialised output layer's zeros behind
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 4, 7, 7)
+    assert not torch.allclose(unet(x, torch.tensor([0, 0])), unet(x, torch.tensor([900, 900])))
+
+
+def test_vae_and_classifier_shapes():
+    vae = VAE(VAEConfig(latent_channels=4, channels=(8, 16)))
+    x = torch.rand(5, 1, 28, 28)
+    mean, logvar = vae.encode(x)
+    assert mean.shape == logvar.shape == (5, 4, 7, 7)
+    assert vae.decode(mean).shape == x.shape
+    recon, kl = vae_loss(vae, x)
+    assert recon.item() > 0 and kl.item() >= 0
+    assert Classifier(ClassifierConfig()).features(x).shape == (5, 128)
+
+
+def test_save_load_round_trip_gives_the_same_outputs(tmp_path):
+    unet = UNet(TINY_UNET).eval()
+    for p in unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    fp = save_model(tmp_path / "u.safetensors", unet, {"note": "x"},
+                    extra_tensors={"raw/dummy": torch.zeros(2)})
+    loaded, ckpt = load_model(tmp_path / "u.safetensors", UNet)
+    assert ckpt.fingerprint == fp and ckpt.info == {"note": "x"} and loaded.config == unet.config
+    x, t = torch.randn(2, 4, 7, 7), torch.tensor([3, 700])
+    torch.testing.assert_close(loaded(x, t), unet(x, t), rtol=1e-5, atol=1e-5)
+
+
+def test_wrong_kind_is_refused(tmp_path):
+    save_model(tmp_path / "c.safetensors", Classifier(ClassifierConfig()))
+    with pytest.raises(LdmError, match="is a 'classifier' checkpoint, expected a 'vae' checkpoint"):
+        load_model(tmp_path / "c.safetensors", VAE)
+
+
+def test_config_that_does_not_match_the_tensors_is_refused(tmp_path):
+    path = tmp_path / "u.safetensors"
+    save_model(path, UNet(TINY_UNET))
+    ckpt = load_checkpoint(path, "unet")
+    metadata = {"kind": "unet", "config": json.dumps(dict(ckpt.config, base_channels=16)), "info": "{}",
+                "fingerprint": ckpt.fingerprint}
+    save_file(ckpt.tensors, str(path), metadata=metadata)
+    with pytest.raises(LdmError, match="config does not match its tensors"):
+        load_model(path, UNet)
+
+
+def test_truncated_foreign_and_missing_files_are_refused(tmp_path):
+    path = tmp_path / "u.safetensors"
+    save_model(path, UNet(TINY_UNET))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LdmError, match="not a readable safetensors file"):
+        load_model(path, UNet)
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(LdmError, match="without ldm metadata"):
+        load_model(tmp_path / "foreign.safetensors", UNet)
+    with pytest.raises(LdmError, match="file not found"):
+        load_model(tmp_path / "missing.safetensors", UNet)
+
+
+def test_edited_tensors_fail_the_fingerprint(tmp_path):
+    path = tmp_path / "u.safetensors"
+    save_model(path, UNet(TINY_UNET))
+    ckpt = load_checkpoint(path, "unet")
+    tensors = dict(ckpt.tensors)
+    tensors["input_conv.bias"] = tensors["input_conv.bias"] + 1
+    metadata = {"kind": "unet", "config": json.dumps(ckpt.config), "info": "{}", "fingerprint": ckpt.fingerprint}
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(LdmError, match="do not match the fingerprint"):
+        load_checkpoint(path, "unet")

@@ -31,7 +31,6 @@ class Preset:
     schedule: str  # beta schedule of the diffusion
     ddpm_steps: int  # steps of the ancestral DDPM row; < 1000 respaces the chain (CPU time)
     ddim_steps: int
-    num_samples: int  # images per row of the FID table
     sample_batch_size: int
 
 
@@ -39,11 +38,11 @@ PRESETS = {
     "cpu": Preset(
         name="cpu",
         classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50),
-        vae=TrainSettings(steps=2500, batch_size=128, lr=1e-3, warmup_steps=100),
+        vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100),
         diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2),
-        schedule="linear", ddpm_steps=100, ddim_steps=50, num_samples=10_000, sample_batch_size=2000,
+        schedule="linear", ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
     ),
     "gpu": Preset(
         name="gpu",
@@ -52,7 +51,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2),
-        schedule="linear", ddpm_steps=1000, ddim_steps=50, num_samples=10_000, sample_batch_size=10_000,
+        schedule="linear", ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
     ),
     "smoke": Preset(
         name="smoke",
@@ -61,7 +60,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=3, batch_size=16, lr=1e-3),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1),
-        schedule="linear", ddpm_steps=5, ddim_steps=3, num_samples=20, sample_batch_size=8,
+        schedule="linear", ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
     ),
 }
 

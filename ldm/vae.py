@@ -14,7 +14,7 @@ from .nn import ResBlock, normalization
 @dataclass
 class VAEConfig:
     latent_channels: int = 4  # 4x7x7 = 196 latent dims, a 4x compression of 784 pixels
-    channels: tuple[int, int] = (32, 64)  # widths at 28x28 and at 14x14 / 7x7
+    channels: tuple[int, int] = (32, 64)  # widths at 28x28 / 14x14 and at 7x7 (most compute sits at 28 and 14)
     beta: float = 0.1  # KL weight; below 1 for sharper reconstructions, the diffusion models the rest
 
 
@@ -24,8 +24,8 @@ class Encoder(nn.Module):
         c1, c2 = config.channels
         self.net = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), ResBlock(c2, c2),  # 28 -> 14
-            nn.Conv2d(c2, c2, 4, stride=2, padding=1), ResBlock(c2, c2),  # 14 -> 7
+            nn.Conv2d(c1, c1, 4, stride=2, padding=1), ResBlock(c1, c1),  # 28 -> 14
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), ResBlock(c2, c2),  # 14 -> 7
             normalization(c2), nn.SiLU(), nn.Conv2d(c2, 2 * config.latent_channels, 3, padding=1),
         )
 
@@ -39,8 +39,8 @@ class Decoder(nn.Module):
         c1, c2 = config.channels
         self.net = nn.Sequential(
             nn.Conv2d(config.latent_channels, c2, 3, padding=1), ResBlock(c2, c2),
-            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c2, c2, 3, padding=1), ResBlock(c2, c2),  # 7 -> 14
-            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1),  # 14 -> 28
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1), ResBlock(c1, c1),  # 7 -> 14
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(c1, c1, 3, padding=1),  # 14 -> 28
             normalization(c1), nn.SiLU(), nn.Conv2d(c1, 1, 3, padding=1),
         )
 

@@ -37,6 +37,22 @@ def resolve_device(name: str) -> torch.device:
     raise LdmError(f"--device {name!r}: expected one of auto, cpu, cuda")
 
 
+def _folder_error(folder: Path, e: OSError) -> LdmError:
+    return LdmError(f"{folder}: cannot write output folder ({e.strerror or e})")
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Fail before any work is done if an output's folder cannot be created or written."""
+    for path in paths:
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise _folder_error(folder, e) from e
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder as `path`; rename it into place on success.
@@ -50,7 +66,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
-        raise LdmError(f"{folder}: cannot write output folder ({e.strerror or e})") from e
+        raise _folder_error(folder, e) from e
     os.close(fd)
     tmp = Path(tmp)
     try:

@@ -14,7 +14,7 @@ from ldm.checkpoint import load_model
 from ldm.cli import add_data_arg, add_device_args, run
 from ldm.data import load_mnist
 from ldm.latents import LatentCache, encode_images, estimate_scale_factor, save_latent_cache
-from ldm.utils import resolve_device, set_seed
+from ldm.utils import check_writable, resolve_device, set_seed
 from ldm.vae import VAE
 
 
@@ -26,6 +26,7 @@ def main() -> None:
     add_device_args(parser)
     args = parser.parse_args()
 
+    check_writable(args.out)
     device = resolve_device(args.device)
     set_seed(args.seed)
     vae, vae_ckpt = load_model(args.vae, VAE, device)

@@ -31,7 +31,7 @@ from ldm.data import load_mnist, to_float
 from ldm.images import save_grid
 from ldm.metrics import classifier_features, feature_statistics, frechet_distance
 from ldm.pipeline import to_uint8
-from ldm.utils import LdmError, resolve_device, set_seed, write_text_atomic
+from ldm.utils import LdmError, check_writable, resolve_device, set_seed, write_text_atomic
 from ldm.vae import VAE
 
 
@@ -77,6 +77,7 @@ def main() -> None:
     add_device_args(parser)
     args = parser.parse_args()
 
+    check_writable(Path(args.out_dir) / "fid.json")
     device = resolve_device(args.device)
     set_seed(args.seed)
     n = args.num_images

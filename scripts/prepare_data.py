@@ -14,7 +14,7 @@ import torch
 
 from ldm.cli import add_data_arg, run
 from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
-from ldm.utils import LdmError, write_text_atomic
+from ldm.utils import LdmError, check_writable, write_text_atomic
 
 
 def main() -> None:
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--out", default="checkpoints/data.json", help="summary written here")
     args = parser.parse_args()
 
+    check_writable(args.out)
     if args.download:
         try:
             for stems in FILE_STEMS.values():

@@ -18,7 +18,7 @@ from ldm.images import save_grid
 from ldm.pipeline import SAMPLERS, LatentDiffusion
 from ldm.presets import get_preset
 from ldm.sampling import VARIANCES
-from ldm.utils import LdmError, resolve_device
+from ldm.utils import LdmError, check_writable, resolve_device
 
 
 def main() -> None:
@@ -46,6 +46,7 @@ def main() -> None:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
+    check_writable(out)
     model = LatentDiffusion.load(args.unet, args.vae, device, args.weights)
     steps = args.steps or (preset.ddpm_steps if args.sampler == "ddpm" else preset.ddim_steps)
     if steps > model.schedule.num_timesteps:

@@ -17,7 +17,7 @@ from ldm.cli import add_data_arg, add_device_args, add_preset_arg, positive_int,
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.presets import get_preset
 from ldm.train import run_training
-from ldm.utils import resolve_device, set_seed
+from ldm.utils import check_writable, resolve_device, set_seed
 
 
 @torch.no_grad()
@@ -38,6 +38,7 @@ def main() -> None:
     add_device_args(parser)
     args = parser.parse_args()
 
+    check_writable(args.out)
     device = resolve_device(args.device)
     settings = get_preset(args.preset, device).classifier
     steps, batch_size = args.steps or settings.steps, args.batch_size or settings.batch_size

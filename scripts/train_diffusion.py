@@ -24,7 +24,7 @@ from ldm.presets import get_preset
 from ldm.schedule import BETA_SCHEDULES, NoiseSchedule
 from ldm.train import EMA, run_training
 from ldm.unet import UNet
-from ldm.utils import LdmError, resolve_device, set_seed
+from ldm.utils import LdmError, check_writable, resolve_device, set_seed
 
 
 def main() -> None:
@@ -41,6 +41,7 @@ def main() -> None:
     add_device_args(parser)
     args = parser.parse_args()
 
+    check_writable(args.out)
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device)
     settings = preset.diffusion

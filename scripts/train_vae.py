@@ -18,7 +18,7 @@ from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.images import save_grid
 from ldm.presets import get_preset
 from ldm.train import run_training
-from ldm.utils import resolve_device, set_seed
+from ldm.utils import check_writable, resolve_device, set_seed
 from ldm.vae import VAE, vae_loss
 
 
@@ -49,6 +49,7 @@ def main() -> None:
     add_device_args(parser)
     args = parser.parse_args()
 
+    check_writable(args.out, args.grid)
     device = resolve_device(args.device)
     preset = get_preset(args.preset, device)
     steps, batch_size = args.steps or preset.vae.steps, args.batch_size or preset.vae.batch_size

@@ -2,7 +2,6 @@
 one-line errors users see for bad inputs."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TQDM_DISABLE="1")  # progress bars off in every script
-    result = subprocess.run([sys.executable, "-m", f"scripts.{name}", *map(str, args)], cwd=ROOT, env=env,
+    quiet = [] if name == "prepare_data" else ["--no-progress"]  # stderr then holds only errors
+    result = subprocess.run([sys.executable, "-m", f"scripts.{name}", *map(str, args), *quiet], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr

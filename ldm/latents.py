@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import to_float
+from .utils import LdmError
 from .vae import VAE
 
 
@@ -43,6 +44,8 @@ class LatentCache:
     train_logvar: torch.Tensor
     test_mean: torch.Tensor  # [N_test x C x 7 x 7], for held-out checks
     test_logvar: torch.Tensor
+    train_labels: torch.Tensor  # [N_train] int64 digit labels, for class-conditional training
+    test_labels: torch.Tensor
     scale_factor: float
     vae_fingerprint: str  # identity of the VAE that made this cache; checked by later stages
     info: dict
@@ -58,14 +61,21 @@ class LatentCache:
         return self.scale_factor * (mean + torch.exp(0.5 * logvar) * noise)
 
 
+TENSORS = ("train_mean", "train_logvar", "test_mean", "test_logvar", "train_labels", "test_labels")
+
+
 def save_latent_cache(path: str | os.PathLike, cache: LatentCache) -> str:
     info = dict(cache.info, scale_factor=cache.scale_factor, vae_fingerprint=cache.vae_fingerprint)
-    tensors = {name: getattr(cache, name) for name in ("train_mean", "train_logvar", "test_mean", "test_logvar")}
+    tensors = {name: getattr(cache, name) for name in TENSORS}
     return save_checkpoint(path, tensors, "latents", info=info)
 
 
 def load_latent_cache(path: str | os.PathLike, device: torch.device | str = "cpu") -> LatentCache:
     ckpt = load_checkpoint(path, "latents")
-    t = {name: tensor.to(device) for name, tensor in ckpt.tensors.items()}
-    return LatentCache(t["train_mean"], t["train_logvar"], t["test_mean"], t["test_logvar"],
-                       float(ckpt.info["scale_factor"]), ckpt.info["vae_fingerprint"], ckpt.info)
+    missing = [name for name in TENSORS if name not in ckpt.tensors]
+    if missing:
+        raise LdmError(f"{path}: latent cache lacks {', '.join(missing)} (made by an older version); "
+                       "rerun `make latents`")
+    t = {name: ckpt.tensors[name].to(device) for name in TENSORS}
+    return LatentCache(**t, scale_factor=float(ckpt.info["scale_factor"]),
+                       vae_fingerprint=ckpt.info["vae_fingerprint"], info=ckpt.info)

@@ -1,5 +1,6 @@
-"""Fréchet distance between Gaussians fitted to classifier features ("FID" in this project's own
-128-d MNIST classifier features; not comparable to Inception FID)."""
+"""Sample-quality metrics in the 128-d features of this project's MNIST classifier: the Fréchet
+distance ("FID"; not comparable to Inception FID), k-NN precision and recall, and nearest-
+neighbour distances for a memorisation check."""
 
 from __future__ import annotations
 
@@ -48,3 +49,46 @@ def classifier_features(classifier: torch.nn.Module, images: torch.Tensor, devic
     chunks = [classifier.features(images[i:i + batch_size].to(device)).double().cpu()
               for i in tqdm(range(0, len(images), batch_size), desc="features", leave=False, disable=not progress)]
     return torch.cat(chunks).numpy()
+
+
+# ---- nearest-neighbour metrics
+
+def _min_distances(queries: torch.Tensor, reference: torch.Tensor, k: int = 1, exclude_self: bool = False,
+                   chunk: int = 2048) -> torch.Tensor:
+    """[N] distance from each query row to its k-th nearest reference row (Euclidean).
+
+    Computed in chunks so that 10k x 60k distances never sit in memory at once. With
+    exclude_self, queries are the reference itself and each row's zero distance is skipped.
+    """
+    out = []
+    for start in range(0, len(queries), chunk):
+        d = torch.cdist(queries[start:start + chunk], reference)  # (chunk, M)
+        if exclude_self:
+            rows = torch.arange(len(d))
+            d[rows, rows + start] = float("inf")
+        out.append(d.topk(k, dim=1, largest=False).values[:, k - 1])
+    return torch.cat(out)
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, arXiv:1904.06991).
+
+    Each set's manifold is the union of balls around its points reaching their k-th nearest
+    neighbour in the same set. Precision: the fraction of fake points inside the real manifold;
+    recall: the fraction of real points inside the fake manifold.
+    """
+    real_t, fake_t = torch.as_tensor(real, dtype=torch.float64), torch.as_tensor(fake, dtype=torch.float64)
+
+    def coverage(points: torch.Tensor, centres: torch.Tensor) -> float:
+        radii = _min_distances(centres, centres, k, exclude_self=True)
+        inside = [(torch.cdist(points[i:i + 2048], centres) <= radii).any(dim=1)
+                  for i in range(0, len(points), 2048)]
+        return torch.cat(inside).double().mean().item()
+
+    return coverage(fake_t, real_t), coverage(real_t, fake_t)
+
+
+def nearest_neighbour_distance(queries: np.ndarray, reference: np.ndarray) -> float:
+    """Mean distance from each query to its nearest reference point (e.g. samples to training images)."""
+    return _min_distances(torch.as_tensor(queries, dtype=torch.float64),
+                          torch.as_tensor(reference, dtype=torch.float64)).mean().item()

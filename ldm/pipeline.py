@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_model
-from .sampling import ddim_sample, ddpm_sample
+from .guidance import guided_model
+from .sampling import ddim_sample, ddpm_sample, sampling_timesteps
 from .schedule import NoiseSchedule
 from .unet import UNet
 from .utils import LdmError
@@ -47,26 +49,69 @@ class LatentDiffusion:
         schedule = NoiseSchedule.from_name(diffusion["schedule"], diffusion["num_timesteps"])
         return cls(unet, vae, schedule, float(diffusion["scale_factor"]), unet_ckpt, vae_ckpt)
 
+    @property
+    def num_classes(self) -> int:
+        return self.unet.config.num_classes
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]."""
+        return self.vae.decode(z.float() / self.scale_factor)
+
     @torch.no_grad()
-    def sample(self, num_samples: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
-               variance: str = "beta_tilde", seed: int = 0, batch_size: int = 1000,
-               progress: bool = True) -> torch.Tensor:
-        """Generate decoded images, [N x 28 x 28] uint8. Noise comes from one CPU generator seeded
-        with `seed`, so the result depends on (seed, batch_size), not on the device."""
+    def sample_latents(self, num_samples: int, *, sampler: str = "ddim", steps: int | None = None,
+                       eta: float = 0.0, variance: str = "beta_tilde", labels: torch.Tensor | None = None,
+                       guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+                       callback=None) -> torch.Tensor:
+        """One batch of scaled latents [N x C x 7 x 7] (see `sample` for the arguments);
+        `callback(i, t, x_t, x̂_0)` is called after every step."""
         if sampler not in SAMPLERS:
             raise LdmError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if labels is not None and not self.num_classes:
+            raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it cannot be prompted with digits")
         device = next(self.unet.parameters()).device
+        model = guided_model(self.unet, None if labels is None else labels.to(device), guidance, self.num_classes)
+        shape = (num_samples, self.unet.config.in_channels, 7, 7)
+        kwargs = dict(generator=generator, device=device, progress=progress, callback=callback)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            if sampler == "ddpm":
+                return ddpm_sample(model, self.schedule, shape, steps=steps, variance=variance, **kwargs).float()
+            return ddim_sample(model, self.schedule, shape, steps=steps or 50, eta=eta, **kwargs).float()
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, seed: int = 0, batch_size: int = 1000, labels: torch.Tensor | None = None,
+               progress: bool = True, **sampler_args) -> torch.Tensor:
+        """Generate decoded images, [N x 28 x 28] uint8. Noise comes from one CPU generator seeded
+        with `seed`, so the result depends on (seed, batch_size), not on the device.
+
+        :param labels: [N] digits to prompt with (classifier-free guidance of scale `guidance`),
+            or None for unconditional samples.
+        :param sampler_args: sampler ("ddpm" or "ddim"), steps, eta, variance, guidance.
+        """
         generator = torch.Generator().manual_seed(seed)
-        shape = (self.unet.config.in_channels, 7, 7)
-        use_bf16 = device.type == "cuda"
         out = []
-        for start in tqdm(range(0, num_samples, batch_size), desc=f"{sampler} batches", disable=not progress):
+        for start in tqdm(range(0, num_samples, batch_size), desc="batches", disable=not progress):
             n = min(batch_size, num_samples - start)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                kwargs = dict(generator=generator, device=device, progress=progress)
-                if sampler == "ddpm":
-                    z = ddpm_sample(self.unet, self.schedule, (n, *shape), steps=steps, variance=variance, **kwargs)
-                else:
-                    z = ddim_sample(self.unet, self.schedule, (n, *shape), steps=steps or 50, eta=eta, **kwargs)
-            out.append(to_uint8(self.vae.decode(z.float() / self.scale_factor)))
+            batch_labels = None if labels is None else labels[start:start + n]
+            z = self.sample_latents(n, labels=batch_labels, generator=generator, progress=progress, **sampler_args)
+            out.append(to_uint8(self.decode(z)))
         return torch.cat(out)
+
+    @torch.no_grad()
+    def denoising_strip(self, num_samples: int = 8, columns: int = 10, *, seed: int = 0,
+                        **sampler_args) -> torch.Tensor:
+        """The decoded prediction x̂_0 at `columns` evenly spaced steps of the chain, then the final
+        sample: [num_samples * (columns + 1) x 1 x 28 x 28], one row per sample, for a grid."""
+        steps = sampler_args.get("steps") or (self.schedule.num_timesteps if sampler_args.get("sampler") == "ddpm"
+                                              else 50)
+        total = len(sampling_timesteps(self.schedule.num_timesteps, steps))
+        keep = {int(round(i)) for i in np.linspace(0, total - 1, columns)}
+        frames = []
+
+        def record(i, t, x, x0):
+            if i in keep:
+                frames.append(self.decode(x0).clamp(0, 1))
+
+        z = self.sample_latents(num_samples, generator=torch.Generator().manual_seed(seed), callback=record,
+                                **sampler_args)
+        frames.append(self.decode(z).clamp(0, 1))
+        return torch.stack(frames, dim=1).flatten(0, 1).cpu()  # (N, columns + 1, 1, 28, 28) -> rows

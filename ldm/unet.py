@@ -1,4 +1,5 @@
-"""Time-conditioned UNet that predicts the noise ε in a latent of shape C x H x W."""
+"""Time-conditioned UNet that predicts the noise ε in a latent of shape C x H x W, optionally
+conditioned on a class label (for classifier-free guidance, see guidance.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .guidance import LabelEmbedding
 from .nn import Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
 
 
@@ -17,6 +19,7 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2)  # one level per entry: 7x7, then 4x4
     num_res_blocks: int = 2  # per level on the way down (one more on the way up)
     dropout: float = 0.0
+    num_classes: int = 0  # > 0: a label embedding (plus a "no label" entry) is added to the time embedding
 
 
 class UNet(nn.Module):
@@ -29,6 +32,7 @@ class UNet(nn.Module):
         ch = config.base_channels
         emb_dim = 4 * ch
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_embed = LabelEmbedding(config.num_classes, emb_dim) if config.num_classes else None
         self.input_conv = nn.Conv2d(config.in_channels, ch, 3, padding=1)
 
         # Down path: every block's output is kept as a skip for the up path.
@@ -61,10 +65,14 @@ class UNet(nn.Module):
         self.out = nn.Sequential(normalization(ch), nn.SiLU(),
                                  zero_module(nn.Conv2d(ch, config.in_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """:param x: [N x C x H x W] noisy latents. :param t: [N] timesteps. :return: ε̂, like x."""
-        # 1. time
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """:param x: [N x C x H x W] noisy latents. :param t: [N] timesteps.
+        :param labels: [N] class labels (num_classes for "no label"), or None; ignored when the
+            model is unconditional. :return: ε̂, like x."""
+        # 1. time (and label)
         emb = self.time_embed(timestep_embedding(t, self.config.base_channels))
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(labels, len(x))
         # 2. pre-process
         h = self.input_conv(x)
         skips = [h]

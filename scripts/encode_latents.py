@@ -31,11 +31,13 @@ def main() -> None:
     set_seed(args.seed)
     vae, vae_ckpt = load_model(args.vae, VAE, device)
     progress = not args.no_progress
-    train_mean, train_logvar = encode_images(vae, load_mnist(args.data_dir, "train")[0], device, progress=progress)
-    test_mean, test_logvar = encode_images(vae, load_mnist(args.data_dir, "test")[0], device, progress=progress)
+    train_images, train_labels = load_mnist(args.data_dir, "train")
+    test_images, test_labels = load_mnist(args.data_dir, "test")
+    train_mean, train_logvar = encode_images(vae, train_images, device, progress=progress)
+    test_mean, test_logvar = encode_images(vae, test_images, device, progress=progress)
     scale = estimate_scale_factor(train_mean, train_logvar)
-    cache = LatentCache(train_mean, train_logvar, test_mean, test_logvar, scale, vae_ckpt.fingerprint,
-                        {"data_dir": args.data_dir, "vae_path": args.vae})
+    cache = LatentCache(train_mean, train_logvar, test_mean, test_logvar, train_labels.long(), test_labels.long(),
+                        scale, vae_ckpt.fingerprint, {"data_dir": args.data_dir, "vae_path": args.vae})
     save_latent_cache(args.out, cache)
     print(f"encoded {len(train_mean)} train and {len(test_mean)} test images to latents of shape "
           f"{cache.latent_shape}; scale factor {scale:.4f}; wrote {args.out}")

@@ -7,6 +7,8 @@ of images in every row:
   VAE          the decoder applied to z ~ N(0, I)
   Diffusion    one row per samples file (scripts/sample.py)
 
+Each row also gets k-NN precision and recall, the classifier's digit histogram, a memorisation
+ratio, and for prompted samples how often the classifier recognises the requested digit.
 Writes reports/fid.json, reports/fid.md and a PNG grid of each row's first 64 images.
 
     python -m scripts.evaluate --data-dir ../shared/data/mnist \
@@ -28,42 +30,17 @@ from ldm.checkpoint import load_checkpoint, load_model
 from ldm.classifier import Classifier
 from ldm.cli import add_data_arg, add_device_args, positive_int, run
 from ldm.data import load_mnist, to_float
+from ldm.evaluation import (RealFeatures, class_histogram_table, markdown_table, random_baseline, score_images,
+                            vae_prior_baseline)
 from ldm.images import save_grid
-from ldm.metrics import classifier_features, feature_statistics, frechet_distance
-from ldm.pipeline import to_uint8
 from ldm.utils import LdmError, check_writable, resolve_device, set_seed, write_text_atomic
 from ldm.vae import VAE
-
-
-def random_baseline(train_images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    pixels = to_float(train_images)
-    noise = torch.randn((n, 1, 28, 28), generator=generator) * pixels.std() + pixels.mean()
-    return to_uint8(noise)
-
-
-@torch.no_grad()
-def vae_prior_baseline(vae: VAE, n: int, generator: torch.Generator, device: torch.device,
-                       batch_size: int = 1000) -> torch.Tensor:
-    shape = (vae.config.latent_channels, 7, 7)
-    return torch.cat([to_uint8(vae.decode(torch.randn((min(batch_size, n - i), *shape), generator=generator).to(device)))
-                      for i in range(0, n, batch_size)])
 
 
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def markdown_table(rows: list[dict], n: int, accuracy: float) -> str:
-    lines = [f"| row | FID ({n} images) | × floor |", "|---|---:|---:|"]
-    floor = rows[0]["fid"]
-    lines += [f"| {r['name']} | {r['fid']:.3f} | {r['fid'] / floor:.1f} |" for r in rows]
-    lines.append("")
-    lines.append(f"Fréchet distance in the 128-d features of this project's MNIST classifier (test accuracy "
-                 f"{accuracy:.2%}), reference: the full MNIST test set. "
-                 "Not comparable to Inception FID.")
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -89,38 +66,45 @@ def main() -> None:
         raise LdmError(f"--num-images {n}: only {len(train_images)} training images for the Validation row")
     generator = torch.Generator().manual_seed(args.seed)
 
-    rows = [("Validation", train_images[torch.randperm(len(train_images), generator=generator)[:n]], {}),
-            ("Random", random_baseline(train_images, n, generator), {}),
-            ("VAE", vae_prior_baseline(vae, n, generator, device), {"vae_fingerprint": vae_ckpt.fingerprint})]
+    rows = [("Validation", train_images[torch.randperm(len(train_images), generator=generator)[:n]], None, {}),
+            ("Random", random_baseline(train_images, n, generator), None, {}),
+            ("VAE", vae_prior_baseline(vae, n, generator, device), None, {"vae_fingerprint": vae_ckpt.fingerprint})]
     for path in args.samples:
         ckpt = load_checkpoint(path, "samples")
-        images = ckpt.tensors["images"]
+        images, labels = ckpt.tensors["images"], ckpt.tensors.get("labels")
         if len(images) < n:
             raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row (--num-images)")
-        rows.append((f"Diffusion {ckpt.info['label']}", images[:n], dict(ckpt.info, file=str(path))))
+        rows.append((f"Diffusion {ckpt.info['label']}", images[:n], None if labels is None else labels[:n],
+                     dict(ckpt.info, file=str(path))))
 
     progress = not args.no_progress
-    mu_ref, sigma_ref = feature_statistics(classifier_features(classifier, to_float(test_images), device,
-                                                               progress=progress))
+    real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)
     out_dir = Path(args.out_dir)
     results = []
-    for name, images, info in rows:
-        mu, sigma = feature_statistics(classifier_features(classifier, to_float(images), device, progress=progress))
-        fid = frechet_distance(mu, sigma, mu_ref, sigma_ref)
-        grid = out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png"
-        save_grid(to_float(images[:64]), grid, nrow=8)
-        results.append({"name": name, "fid": fid, "grid": str(grid), **({"source": info} if info else {})})
-        print(f"{name:>24}: {fid:8.3f}")
+    for name, images, labels, info in rows:
+        row = {"name": name, **score_images(classifier, real, images, device, labels=labels,
+                                            from_training_set=name == "Validation", progress=progress)}
+        row["grid"] = str(out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")
+        save_grid(to_float(images[:64]), row["grid"], nrow=8)
+        results.append(dict(row, source=info) if info else row)
+        print(f"{name:>24}: FID {row['fid']:8.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}")
 
     accuracy = classifier_ckpt.info.get("test_accuracy", float("nan"))
     report = {"rows": results, "num_images": n, "reference": f"MNIST test set ({len(test_images)} images)",
               "classifier_test_accuracy": accuracy, "classifier_fingerprint": classifier_ckpt.fingerprint,
               "data_dir": args.data_dir, "train_images": len(train_images), "seed": args.seed,
               "device": describe_device(device), "torch_version": torch.__version__, "ldm_version": __version__}
-    table = markdown_table(results, n, accuracy)
+    table = markdown_table(results)
+    notes = (f"{n} images per row. FID: Fréchet distance in the 128-d features of this project's MNIST classifier "
+             f"(test accuracy {accuracy:.2%}) against the full test set; not comparable to Inception FID. "
+             "Precision/recall: k-NN manifolds, k = 3. Memorisation: mean feature distance to the nearest "
+             "training image, divided by the test images' (≈ 1 healthy, → 0 copying). Recognised: the "
+             "classifier agrees with the prompted digit.")
     write_text_atomic(out_dir / "fid.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "fid.md", f"# FID\n\n{table}\nDevice: {report['device']}; data: {args.data_dir} "
-                                          f"({len(train_images)} training images).\n")
+    write_text_atomic(out_dir / "fid.md", f"# FID\n\n{table}\n{notes}\n\n## Digits the classifier sees\n\n"
+                                          f"{class_histogram_table(results)}\nDevice: {report['device']}; "
+                                          f"data: {args.data_dir} ({len(train_images)} training images); "
+                                          f"seed {args.seed}; torch {torch.__version__}; ldm {__version__}.\n")
     print(table)
     print(f"wrote {out_dir / 'fid.json'} and {out_dir / 'fid.md'}")
 

@@ -1,8 +1,11 @@
 """Stage 5: sample latents from noise with DDPM or DDIM, decode them through the VAE, and write
-the images as a safetensors file ([N x 28 x 28] uint8) and a PNG grid of the first 64.
+the images as a safetensors file ([N x 28 x 28] uint8, plus the prompted labels) and a PNG grid
+(the first 64, or with --digit all one row per digit).
 
     python -m scripts.sample --sampler ddim --steps 50 --num-samples 64 --out checkpoints/samples.safetensors
     python -m scripts.sample --sampler ddpm --variance beta --num-samples 10000 --seed 1
+    python -m scripts.sample --digit 7 --guidance 2.0 --out checkpoints/sevens.safetensors
+    python -m scripts.sample --digit all --num-samples 100 --out reports/digits.safetensors
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+
+import torch
 
 from ldm.checkpoint import save_checkpoint
 from ldm.cli import add_device_args, add_preset_arg, non_negative_float, positive_int, run
@@ -19,6 +24,14 @@ from ldm.pipeline import SAMPLERS, LatentDiffusion
 from ldm.presets import get_preset
 from ldm.sampling import VARIANCES
 from ldm.utils import LdmError, check_writable, resolve_device
+
+
+def digit_prompt(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text not in [str(d) for d in range(10)]:
+        raise argparse.ArgumentTypeError(f"must be a digit 0-9 or 'all', got {text!r}")
+    return int(text)
 
 
 def main() -> None:
@@ -33,11 +46,19 @@ def main() -> None:
                         help="denoising steps (unset: the preset's; DDPM with fewer than T steps is respaced)")
     parser.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise scale: 0 deterministic, 1 = DDPM")
     parser.add_argument("--variance", default="beta_tilde", choices=VARIANCES, help="DDPM step variance σ²")
+    # Prompt
+    parser.add_argument("--digit", type=digit_prompt,
+                        help="a digit 0-9, or 'all' for the digits in turn (unset: unconditional samples)")
+    parser.add_argument("--guidance", type=non_negative_float,
+                        help="classifier-free guidance scale: 0 unconditional, 1 conditional, >1 guided "
+                             "(unset: the preset's)")
     # Output
     parser.add_argument("--num-samples", type=positive_int, default=64, help="images to generate")
     parser.add_argument("--batch-size", type=positive_int, help="images per sampling batch (unset: the preset's)")
     parser.add_argument("--out", default="checkpoints/samples.safetensors",
                         help="images written here, and a grid of the first 64 beside it as .png")
+    parser.add_argument("--strip", action="store_true",
+                        help="also write <out>_process.png: x̂_0 across the chain for 8 samples, one row each")
     add_device_args(parser)
     args = parser.parse_args()
 
@@ -51,18 +72,38 @@ def main() -> None:
     steps = args.steps or (preset.ddpm_steps if args.sampler == "ddpm" else preset.ddim_steps)
     if steps > model.schedule.num_timesteps:
         raise LdmError(f"--steps {steps}: at most T = {model.schedule.num_timesteps}")
+    guidance = preset.guidance if args.guidance is None else args.guidance
+    labels = None
+    if args.digit is not None:
+        labels = torch.arange(args.num_samples) % 10 if args.digit == "all" else \
+            torch.full((args.num_samples,), args.digit)
     start = time.time()
-    images = model.sample(args.num_samples, sampler=args.sampler, steps=steps, eta=args.eta, variance=args.variance,
-                          seed=args.seed, batch_size=args.batch_size or preset.sample_batch_size,
-                          progress=not args.no_progress)
+    sampler_args = dict(sampler=args.sampler, steps=steps, eta=args.eta, variance=args.variance, guidance=guidance)
+    images = model.sample(args.num_samples, labels=labels, seed=args.seed,
+                          batch_size=args.batch_size or preset.sample_batch_size, progress=not args.no_progress,
+                          **sampler_args)
     seconds = time.time() - start
     label = f"DDPM-{steps}" + (" σ²=β" if args.variance == "beta" else "") if args.sampler == "ddpm" else \
         f"DDIM-{steps}" + (f" η={args.eta:g}" if args.eta else "")
+    if labels is not None:
+        label += f", {'digits 0-9' if args.digit == 'all' else f'digit {args.digit}'}, guidance {guidance:g}"
     info = {"label": label, "sampler": args.sampler, "steps": steps, "eta": args.eta, "variance": args.variance,
+            "digit": args.digit, "guidance": guidance if labels is not None else None,
             "seed": args.seed, "weights": args.weights, "unet_fingerprint": model.unet_ckpt.fingerprint,
             "vae_fingerprint": model.vae_ckpt.fingerprint, "seconds": seconds, "device": str(device)}
-    save_checkpoint(out, {"images": images}, "samples", info=info)
-    save_grid(to_float(images[:64]), out.with_suffix(".png"), nrow=8)
+    tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
+    save_checkpoint(out, tensors, "samples", info=info)
+    per_digit = min(10, args.num_samples // 10)
+    if args.digit == "all" and per_digit:  # one row per digit
+        order = torch.cat([torch.nonzero(labels == d).flatten()[:per_digit] for d in range(10)])
+        save_grid(to_float(images[order]), out.with_suffix(".png"), nrow=per_digit)
+    else:
+        save_grid(to_float(images[:64]), out.with_suffix(".png"), nrow=8)
+    if args.strip:
+        strip_labels = None if labels is None else labels[:8]
+        strip = model.denoising_strip(min(8, args.num_samples), seed=args.seed, labels=strip_labels, **sampler_args)
+        save_grid(strip, out.with_name(f"{out.stem}_process.png"), nrow=len(strip) // min(8, args.num_samples))
+        print(f"wrote {out.with_name(f'{out.stem}_process.png')} (x̂_0 at 10 points of the chain, then the sample)")
     print(f"{label}: {len(images)} images in {seconds:.1f}s ({len(images) / seconds:.1f} images/s on {device}); "
           f"wrote {out} and {out.with_suffix('.png')}")
 

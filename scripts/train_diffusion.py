@@ -1,6 +1,8 @@
 """Stage 4: train the UNet by DDPM (ε-prediction) on scaled VAE latents from the cache.
 
-Each batch draws a fresh z = μ + σ·ε from the cached posteriors. The checkpoint holds the EMA
+Each batch draws a fresh z = μ + σ·ε from the cached posteriors. With a class-conditional
+preset, the digit labels are dropped to "no label" at the --label-dropout rate, so the same
+model samples unconditionally and with classifier-free guidance. The checkpoint holds the EMA
 weights (used for sampling) and the raw weights under "raw/".
 
     python -m scripts.train_diffusion
@@ -16,9 +18,10 @@ import time
 import torch
 
 from ldm.checkpoint import save_model
-from ldm.cli import add_device_args, add_preset_arg, positive_int, run
+from ldm.cli import add_device_args, add_preset_arg, positive_int, probability, run
 from ldm.data import BatchSampler
 from ldm.diffusion import training_losses
+from ldm.guidance import drop_labels
 from ldm.latents import load_latent_cache
 from ldm.presets import get_preset
 from ldm.schedule import BETA_SCHEDULES, NoiseSchedule
@@ -37,6 +40,7 @@ def main() -> None:
     # Optimization (unset: the preset's value)
     parser.add_argument("--steps", type=positive_int, help="optimizer steps")
     parser.add_argument("--batch-size", type=positive_int, help="latents per step")
+    parser.add_argument("--label-dropout", type=probability, help="fraction of labels dropped (unset: the preset's)")
     parser.add_argument("--out", default="checkpoints/unet.safetensors", help="checkpoint written here")
     add_device_args(parser)
     args = parser.parse_args()
@@ -46,6 +50,7 @@ def main() -> None:
     preset = get_preset(args.preset, device)
     settings = preset.diffusion
     steps, batch_size = args.steps or settings.steps, args.batch_size or settings.batch_size
+    label_dropout = preset.label_dropout if args.label_dropout is None else args.label_dropout
     schedule_name = args.schedule or preset.schedule
     try:
         schedule = NoiseSchedule.from_name(schedule_name, args.timesteps)
@@ -59,10 +64,14 @@ def main() -> None:
     sampler = BatchSampler(len(cache.train_mean), batch_size, args.seed)
     quartile_edges = torch.tensor([0.25, 0.5, 0.75], device=device) * schedule.num_timesteps
 
+    num_classes = config.num_classes
+
     def step_loss(step):
-        x0 = cache.sample(sampler.next().to(device))
+        index = sampler.next().to(device)
+        x0 = cache.sample(index)
+        labels = drop_labels(cache.train_labels[index], num_classes, label_dropout) if num_classes else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            losses, t = training_losses(unet, schedule, x0)
+            losses, t = training_losses(lambda x, t: unet(x, t, labels), schedule, x0)
         losses = losses.float()
         # mean loss per quarter of the timestep range, to see where the model struggles
         quartile = torch.bucketize(t, quartile_edges, right=True)
@@ -78,7 +87,8 @@ def main() -> None:
           f"final loss {logged['loss']:.4f}")
     info = {"diffusion": {"schedule": schedule_name, "num_timesteps": args.timesteps,
                           "scale_factor": cache.scale_factor, "prediction": "eps"},
-            "vae_fingerprint": cache.vae_fingerprint, "steps": steps, "batch_size": batch_size, "lr": settings.lr,
+            "vae_fingerprint": cache.vae_fingerprint, "label_dropout": label_dropout if num_classes else None,
+            "steps": steps, "batch_size": batch_size, "lr": settings.lr,
             "seed": args.seed, "preset": preset.name, "ema_decay": ema.decay(), "final_loss": logged,
             "train_seconds": seconds, "device": str(device)}
     raw = {f"raw/{k}": v for k, v in unet.state_dict().items()}

@@ -53,10 +53,12 @@ def pipeline(tmp_path_factory):
     for sampler in ("ddpm", "ddim"):
         run_script("sample", *models, *smoke, "--sampler", sampler, "--num-samples", 16,
                    "--out", ckpt / f"samples_{sampler}.safetensors")
+    run_script("sample", *models, *smoke, "--digit", "all", "--num-samples", 20, "--strip",
+               "--out", ckpt / "samples_digits.safetensors")
     evaluate = run_script("evaluate", "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
                           "--vae", ckpt / "vae.safetensors", "--num-images", 16, "--out-dir", reports,
                           "--device", "cpu", "--samples", ckpt / "samples_ddpm.safetensors",
-                          ckpt / "samples_ddim.safetensors")
+                          ckpt / "samples_ddim.safetensors", ckpt / "samples_digits.safetensors")
     return {"data": data, "ckpt": ckpt, "reports": reports, "models": models, "evaluate": evaluate}
 
 
@@ -77,12 +79,25 @@ def test_every_stage_writes_its_outputs(pipeline):
 def test_fid_table_has_every_row(pipeline):
     report = json.loads((pipeline["reports"] / "fid.json").read_text())
     names = [row["name"] for row in report["rows"]]
-    assert names == ["Validation", "Random", "VAE", "Diffusion DDPM-5", "Diffusion DDIM-3"]
+    assert names == ["Validation", "Random", "VAE", "Diffusion DDPM-5", "Diffusion DDIM-3",
+                     "Diffusion DDIM-3, digits 0-9, guidance 2"]
     assert report["num_images"] == 16 and all(np.isfinite(row["fid"]) for row in report["rows"])
     for row in report["rows"]:
         assert Path(row["grid"]).is_file()
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and sum(row["class_counts"]) == 16
+        assert (row["memorisation"] is None) == (row["name"] == "Validation")
+    prompted = report["rows"][-1]
+    assert 0 <= prompted["recognised"] <= 1 and len(prompted["recognised_per_digit"]) == 10
     table = (pipeline["reports"] / "fid.md").read_text()
-    assert all(name in table for name in names) and "Not comparable to Inception FID" in table
+    assert all(name in table for name in names) and "not comparable to Inception FID" in table
+
+
+def test_prompted_samples_carry_their_labels_and_pictures(pipeline):
+    samples = load_checkpoint(pipeline["ckpt"] / "samples_digits.safetensors", "samples")
+    assert samples.tensors["labels"].tolist() == [i % 10 for i in range(20)]
+    assert samples.info["guidance"] == 2.0 and samples.info["digit"] == "all"
+    assert (pipeline["ckpt"] / "samples_digits.png").is_file()
+    assert (pipeline["ckpt"] / "samples_digits_process.png").is_file()
 
 
 def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
@@ -129,6 +144,10 @@ def test_bad_options_exit_non_zero(pipeline, tmp_path):
     assert result.returncode == 2 and "must be a positive integer" in result.stderr
     result = run_script("sample", *models, "--eta", "-1", check=False)
     assert result.returncode == 2 and "must be >= 0" in result.stderr
+    result = run_script("sample", *models, "--guidance", "-0.5", check=False)
+    assert result.returncode == 2 and "--guidance" in result.stderr and "must be >= 0" in result.stderr
+    result = run_script("sample", *models, "--digit", "11", check=False)
+    assert result.returncode == 2 and "--digit" in result.stderr
     result = run_script("train_diffusion", "--latents", pipeline["ckpt"] / "latents.safetensors",
                         "--schedule", "sigmoid", "--out", tmp_path / "u.safetensors", check=False)
     assert_one_line_error(result, "--schedule", "sigmoid")

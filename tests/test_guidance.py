@@ -1,0 +1,90 @@
+"""Classifier-free guidance on a known distribution: two classes x_0 | y ~ N(±1, s²) with equal
+weights, whose conditional and unconditional optimal ε-predictions are closed forms. Prompted
+samples must come from the prompted class, unprompted ones from the mixture."""
+
+import math
+
+import pytest
+import torch
+
+from ldm.guidance import LabelEmbedding, drop_labels, guided_model
+from ldm.sampling import ddim_sample
+from ldm.schedule import NoiseSchedule
+from ldm.unet import UNet, UNetConfig
+
+CENTRES, STD, NULL = torch.tensor([-1.0, 1.0]), 0.3, 2  # label 2 is "no label"
+N = 20_000
+
+
+def oracle_conditional_eps(schedule: NoiseSchedule):
+    """E[ε | x_t, y], and for y = NULL the mixture's E[ε | x_t] (posterior-weighted over classes)."""
+    def model(x, t, labels):
+        a = schedule.alphas_cumprod[t].float()[:, None]
+        var = a * STD ** 2 + 1 - a  # Var x_t within a class
+        eps_k = (1 - a).sqrt() * (x - a.sqrt() * CENTRES) / var  # (N, 2): ε̂ under each class
+        log_lik = -(x - a.sqrt() * CENTRES) ** 2 / (2 * var)
+        weights = torch.softmax(log_lik, dim=1)  # p(y | x_t) with equal priors
+        if labels is None:
+            labels = torch.full((len(x),), NULL)
+        chosen = eps_k.gather(1, labels.clamp(max=1)[:, None])
+        return torch.where((labels == NULL)[:, None], (weights * eps_k).sum(1, keepdim=True), chosen)
+    return model
+
+
+def sample(labels, scale):
+    schedule = NoiseSchedule.from_name("linear", 1000)
+    model = guided_model(oracle_conditional_eps(schedule), labels, scale, num_classes=NULL)
+    return ddim_sample(model, schedule, (N, 1), steps=100, generator=torch.Generator().manual_seed(0)).flatten()
+
+
+def test_prompted_samples_come_from_the_prompted_class():
+    x = sample(torch.ones(N, dtype=torch.long), scale=1.0)
+    assert abs(x.mean().item() - 1.0) < 0.02 and abs(x.std().item() / STD - 1) < 0.05
+
+
+def test_unprompted_samples_come_from_the_mixture():
+    for x in (sample(None, scale=2.0), sample(torch.ones(N, dtype=torch.long), scale=0.0)):
+        assert abs((x > 0).double().mean().item() - 0.5) < 0.02  # 3 standard errors of a fair split
+        assert abs(x.std().item() - math.sqrt(1 + STD ** 2)) < 0.03
+
+
+def test_guidance_above_one_pushes_samples_away_from_other_classes():
+    # ε̃ follows the score ∇log p(x|y) + (s - 1)∇log p(y|x); the second term points away from class 1
+    x = sample(torch.zeros(N, dtype=torch.long), scale=3.0)
+    assert (x < 0).double().mean().item() > 0.999
+    assert x.mean().item() < -1.05
+
+
+def test_guided_eps_is_the_linear_mix_of_two_passes():
+    def model(x, t, labels):
+        return x * 0 + (labels.float() if labels is not None else torch.full((len(x),), 10.0))[:, None]
+    x, t = torch.zeros(4, 1), torch.zeros(4, dtype=torch.long)
+    labels = torch.tensor([0, 1, 2, 3])
+    eps = guided_model(model, labels, 2.5, num_classes=10)(x, t)
+    expected = 10 + 2.5 * (labels.float() - 10)
+    torch.testing.assert_close(eps.flatten(), expected)
+    with pytest.raises(ValueError, match="guidance"):
+        guided_model(model, labels, -1.0, num_classes=10)
+
+
+def test_label_dropout_rate_and_null_embedding():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (100_000,))
+    dropped = drop_labels(labels, 10, 0.1)
+    assert abs((dropped == 10).double().mean().item() - 0.1) < 0.003
+    kept = dropped != 10
+    assert torch.equal(dropped[kept], labels[kept])
+    embed = LabelEmbedding(10, 8)
+    torch.testing.assert_close(embed(None, 3), embed.embed.weight[10].expand(3, 8))
+
+
+def test_conditional_unet_uses_its_labels():
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(in_channels=2, base_channels=8, num_res_blocks=1, num_classes=10)).eval()
+    for p in unet.parameters():  # zero-initialised residual and output convs would hide any dependence
+        torch.nn.init.normal_(p, std=0.2)
+    x, t = torch.randn(2, 2, 7, 7), torch.tensor([500, 500])
+    with torch.no_grad():
+        a, b, none = unet(x, t, torch.tensor([3, 3])), unet(x, t, torch.tensor([4, 4])), unet(x, t, None)
+    assert not torch.allclose(a, b) and not torch.allclose(a, none)
+    torch.testing.assert_close(none, unet(x, t, torch.tensor([10, 10])).detach())

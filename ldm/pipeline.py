@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_model
+from .diffusion import as_eps_model
 from .guidance import guided_model
 from .sampling import ddim_sample, ddpm_sample, sampling_timesteps
 from .schedule import NoiseSchedule
@@ -31,6 +32,7 @@ class LatentDiffusion:
     vae: VAE
     schedule: NoiseSchedule
     scale_factor: float
+    prediction: str  # what the UNet outputs: eps or v
     unet_ckpt: Checkpoint
     vae_ckpt: Checkpoint
 
@@ -47,7 +49,8 @@ class LatentDiffusion:
                            f"was trained with ({unet_ckpt.info.get('vae_fingerprint')}); rerun `make latents diffusion`")
         diffusion = unet_ckpt.info["diffusion"]
         schedule = NoiseSchedule.from_name(diffusion["schedule"], diffusion["num_timesteps"])
-        return cls(unet, vae, schedule, float(diffusion["scale_factor"]), unet_ckpt, vae_ckpt)
+        return cls(unet, vae, schedule, float(diffusion["scale_factor"]), diffusion.get("prediction", "eps"),
+                   unet_ckpt, vae_ckpt)
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +72,8 @@ class LatentDiffusion:
         if labels is not None and not self.num_classes:
             raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it cannot be prompted with digits")
         device = next(self.unet.parameters()).device
-        model = guided_model(self.unet, None if labels is None else labels.to(device), guidance, self.num_classes)
+        model = as_eps_model(guided_model(self.unet, None if labels is None else labels.to(device), guidance,
+                                          self.num_classes), self.schedule, self.prediction)
         shape = (num_samples, self.unet.config.in_channels, 7, 7)
         kwargs = dict(generator=generator, device=device, progress=progress, callback=callback)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -7,17 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .latent_training import DiffusionObjective
+from .train import TrainSettings
 from .unet import UNetConfig
 from .utils import LdmError
 from .vae import VAEConfig
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,11 +22,10 @@ class Preset:
     diffusion: TrainSettings
     vae_model: VAEConfig
     unet_model: UNetConfig
-    schedule: str  # beta schedule of the diffusion
+    objective: DiffusionObjective  # schedule, prediction target, loss weighting, label dropout
     ddpm_steps: int  # steps of the ancestral DDPM row; < 1000 respaces the chain (CPU time)
     ddim_steps: int
     sample_batch_size: int
-    label_dropout: float = 0.1  # fraction of training labels replaced by "no label", for guidance
     guidance: float = 2.0  # default classifier-free guidance scale for prompted samples
 
 
@@ -44,7 +37,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        schedule="linear", ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
+        objective=DiffusionObjective(), ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
     ),
     "gpu": Preset(
         name="gpu",
@@ -53,7 +46,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        schedule="linear", ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
+        objective=DiffusionObjective(), ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
     ),
     "smoke": Preset(
         name="smoke",
@@ -62,7 +55,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=3, batch_size=16, lr=1e-3),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
-        schedule="linear", ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
+        objective=DiffusionObjective(), ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
     ),
 }
 

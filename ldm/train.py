@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from .utils import LdmError
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+
 
 # A step function returns the loss to minimise and detached tensors to log.
 StepLoss = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]

@@ -1,6 +1,6 @@
 import torch
 
-from ldm.diffusion import predict_x0_from_eps, q_sample, training_losses
+from ldm.diffusion import as_eps_model, predict_x0_from_eps, q_sample, training_losses, velocity
 from ldm.schedule import NoiseSchedule
 
 
@@ -32,3 +32,37 @@ def test_training_loss_is_zero_for_the_oracle_and_one_for_a_zero_model():
     assert losses.shape == (512,) and t.shape == (512,) and losses.abs().max().item() == 0.0
     zero_losses, _ = training_losses(lambda x_t, t: torch.zeros_like(x_t), s, x0, noise=noise)
     torch.testing.assert_close(zero_losses, noise.pow(2).mean(1))
+
+
+def test_v_prediction_round_trips_to_eps_and_x0():
+    s = NoiseSchedule.from_name("cosine", 1000)
+    x0, noise = torch.randn(256, 4), torch.randn(256, 4)
+    t = torch.randint(0, 1000, (256,))
+    x_t = q_sample(s, x0, t, noise)
+    v = velocity(s, x0, t, noise)
+    eps = as_eps_model(lambda x, t_: v, s, "v")(x_t, t)
+    torch.testing.assert_close(eps, noise, rtol=1e-4, atol=1e-4)
+    # v is the derivative of x_φ = cos φ x_0 + sin φ ε in φ, so |v|² + |x_t|² = |x_0|² + |ε|² for unit-norm rows
+    x0u, nu = x0 / x0.norm(dim=1, keepdim=True), noise - (noise * x0).sum(1, keepdim=True) * x0 / x0.pow(2).sum(1, keepdim=True)
+    nu = nu / nu.norm(dim=1, keepdim=True)
+    vu, xu = velocity(s, x0u, t, nu), q_sample(s, x0u, t, nu)
+    torch.testing.assert_close(vu.pow(2).sum(1) + xu.pow(2).sum(1), torch.full((256,), 2.0), rtol=1e-4, atol=1e-4)
+    losses, _ = training_losses(lambda x, t_: v, s, x0, t, noise, prediction="v")
+    assert losses.abs().max().item() < 1e-10
+
+
+def test_min_snr_weights_match_their_definition():
+    s = NoiseSchedule.from_name("linear", 1000)
+    x0, noise = torch.randn(1000, 2), torch.randn(1000, 2)
+    t = torch.arange(1000)
+    zero = lambda x, t_: torch.zeros_like(x)
+    plain, _ = training_losses(zero, s, x0, t, noise)
+    weighted, _ = training_losses(zero, s, x0, t, noise, min_snr_gamma=5.0)
+    a = s.alphas_cumprod
+    ratio = (a / (1 - a)).float()
+    torch.testing.assert_close(weighted, plain * ratio.clamp(max=5.0) / ratio)
+    # low-noise steps (SNR > γ) are down-weighted, high-noise steps (SNR < γ) keep weight 1
+    assert (weighted[:10] < plain[:10]).all() and torch.equal(weighted[-10:], plain[-10:])
+    plain_v, _ = training_losses(zero, s, x0, t, noise, prediction="v")
+    weighted_v, _ = training_losses(zero, s, x0, t, noise, prediction="v", min_snr_gamma=5.0)
+    torch.testing.assert_close(weighted_v, plain_v * ratio.clamp(max=5.0) / (ratio + 1))

@@ -177,3 +177,16 @@ def test_every_script_has_help():
         result = subprocess.run([sys.executable, "-m", f"scripts.{script.stem}", "--help"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage:" in result.stdout and "python -m scripts." in result.stdout, script
+
+
+def test_v_prediction_cosine_min_snr_model_trains_and_samples(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", "--preset", "smoke", "--device", "cpu",
+               "--schedule", "cosine", "--prediction", "v", "--min-snr-gamma", 5, "--out", tmp_path / "v.safetensors")
+    unet = load_checkpoint(tmp_path / "v.safetensors", "unet")
+    assert unet.info["diffusion"]["prediction"] == "v" and unet.info["diffusion"]["min_snr_gamma"] == 5
+    run_script("sample", "--unet", tmp_path / "v.safetensors", "--vae", ckpt / "vae.safetensors", "--preset", "smoke",
+               "--device", "cpu", "--num-samples", 4, "--out", tmp_path / "s.safetensors")
+    result = run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", "--prediction", "x0",
+                        "--out", tmp_path / "x.safetensors", check=False)
+    assert_one_line_error(result, "--prediction", "x0")

@@ -1,6 +1,7 @@
 # One target per stage; each is a rule on its output file, so finished stages are skipped.
 #   make all DATA=../shared/data/mnist     everything, then the FID table
 #   make test                              the test suite
+#   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~35 min on 2 CPU cores)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement).
 
@@ -21,7 +22,7 @@ REPORTS := reports
 RUN := $(PY) -m
 COMMON := --device $(DEVICE) --seed $(SEED)
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate test clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench test clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -32,8 +33,10 @@ classifier: $(CKPT)/classifier.safetensors
 vae: $(CKPT)/vae.safetensors
 latents: $(CKPT)/latents.safetensors
 diffusion: $(CKPT)/unet.safetensors
-sample: $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors
+SAMPLES := $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors $(CKPT)/samples_digits.safetensors
+sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
+bench: $(REPORTS)/bench.json
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,9 +73,15 @@ $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors
 $(CKPT)/samples_%.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
 	$(RUN) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) --out $@
 
-$(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors
-	$(RUN) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) \
-		--samples $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors
+# Digit prompts 0-9 in turn with the preset's guidance; also a picture of the denoising chain.
+$(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
+	$(RUN) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) --out $@
+
+$(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(SAMPLES)
+	$(RUN) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) --samples $(SAMPLES)
+
+$(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
+	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

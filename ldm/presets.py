@@ -15,6 +15,13 @@ from .vae import VAEConfig
 
 
 @dataclass(frozen=True)
+class BenchSettings:
+    images: int  # images per row of `make bench`
+    ddpm1000_images: int  # DDPM-1000 rows cost 20x DDIM-50, so on a CPU they get a subset
+    train_steps: int  # steps of each training-choice run (equal for all)
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     classifier: TrainSettings
@@ -26,6 +33,7 @@ class Preset:
     ddpm_steps: int  # steps of the ancestral DDPM row; < 1000 respaces the chain (CPU time)
     ddim_steps: int
     sample_batch_size: int
+    bench: BenchSettings
     guidance: float = 2.0  # default classifier-free guidance scale for prompted samples
 
 
@@ -38,6 +46,7 @@ PRESETS = {
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         objective=DiffusionObjective(), ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
+        bench=BenchSettings(images=2000, ddpm1000_images=500, train_steps=1000),
     ),
     "gpu": Preset(
         name="gpu",
@@ -47,6 +56,7 @@ PRESETS = {
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         objective=DiffusionObjective(), ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
+        bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000),
     ),
     "smoke": Preset(
         name="smoke",
@@ -56,6 +66,7 @@ PRESETS = {
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
         objective=DiffusionObjective(), ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
+        bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3),
     ),
 }
 

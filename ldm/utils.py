@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 import tempfile
 from pathlib import Path
@@ -51,6 +52,13 @@ def check_writable(*paths: str | os.PathLike) -> None:
                 pass
         except OSError as e:
             raise _folder_error(folder, e) from e
+
+
+def describe_device(device: torch.device) -> str:
+    """For reports: the GPU's name, or the CPU's architecture and thread count."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 @contextlib.contextmanager

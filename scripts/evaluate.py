@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 from pathlib import Path
 
@@ -33,14 +32,8 @@ from ldm.data import load_mnist, to_float
 from ldm.evaluation import (RealFeatures, class_histogram_table, markdown_table, random_baseline, score_images,
                             vae_prior_baseline)
 from ldm.images import save_grid
-from ldm.utils import LdmError, check_writable, resolve_device, set_seed, write_text_atomic
+from ldm.utils import LdmError, check_writable, describe_device, resolve_device, set_seed, write_text_atomic
 from ldm.vae import VAE
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def main() -> None:

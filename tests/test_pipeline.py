@@ -190,3 +190,21 @@ def test_v_prediction_cosine_min_snr_model_trains_and_samples(pipeline, tmp_path
     result = run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", "--prediction", "x0",
                         "--out", tmp_path / "x.safetensors", check=False)
     assert_one_line_error(result, "--prediction", "x0")
+
+
+def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    run_script("bench", "--data-dir", pipeline["data"], "--preset", "smoke", "--device", "cpu",
+               "--classifier", ckpt / "classifier.safetensors", "--vae", ckpt / "vae.safetensors",
+               "--unet", ckpt / "unet.safetensors", "--latents", ckpt / "latents.safetensors",
+               "--out-dir", tmp_path, "--work-dir", tmp_path / "work")
+    report = json.loads((tmp_path / "bench.json").read_text())
+    studies = [row["study"] for row in report["rows"]]
+    assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 3
+    assert studies.count("training") == 4
+    by_name = {row["name"]: row for row in report["rows"]}
+    assert by_name["DDPM-1000 σ²=β"]["images"] == 8 and by_name["DDIM-50"]["images"] == 16
+    assert all(row["images_per_second"] > 0 for row in report["rows"] if row["study"] != "floor")
+    assert by_name["linear, v"]["objective"]["prediction"] == "v"
+    for picture in ("bench_digits.png", "bench_process.png", "bench.md"):
+        assert (tmp_path / picture).is_file()

@@ -46,6 +46,19 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_snapshot_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--save-every", type=non_negative_int, default=500,
+                        help="snapshot the training state every N steps (and at the end) beside --out, so that "
+                             "rerunning a killed command resumes; 0: only at the end")
+
+
 def add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the MNIST IDX files, or torchvision's root (default: $LDM_DATA_DIR or data/)")

@@ -132,3 +132,11 @@ class BatchSampler:
         idx = self._perm[self._pos: self._pos + self.batch_size]
         self._pos += self.batch_size
         return idx
+
+    def state_dict(self) -> dict:
+        """Where the sampler is, so that a resumed run draws the same batches."""
+        return {"generator": self.generator.get_state(), "perm": self._perm.clone(), "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm, self._pos = state["perm"].clone(), int(state["pos"])

@@ -20,6 +20,7 @@ from .diffusion import PREDICTIONS, training_losses
 from .guidance import drop_labels
 from .latents import LatentCache
 from .schedule import BETA_SCHEDULES, NoiseSchedule
+from .snapshot import Snapshot
 from .train import EMA, TrainSettings, run_training
 from .unet import UNet, UNetConfig
 from .utils import LdmError
@@ -44,9 +45,13 @@ class DiffusionObjective:
 
 
 def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjective, settings: TrainSettings, *,
-               seed: int, device: torch.device, progress: bool = True,
-               desc: str = "diffusion") -> tuple[UNet, UNet, dict]:
-    """Train a UNet on `cache`; return (EMA model, raw model, info for the checkpoint)."""
+               seed: int, device: torch.device, progress: bool = True, desc: str = "diffusion",
+               snapshot_to: str | os.PathLike | None = None, save_every: int = 0) -> tuple[UNet, UNet, dict]:
+    """Train a UNet on `cache`; return (EMA model, raw model, info for the checkpoint).
+
+    With `snapshot_to`, the training state is saved there every `save_every` steps and at the
+    end, and a run with the same settings and latents resumes from it.
+    """
     objective.validate()
     schedule = NoiseSchedule.from_name(objective.schedule, objective.num_timesteps)
     torch.manual_seed(seed)
@@ -56,6 +61,12 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
     sampler = BatchSampler(len(cache.train_mean), settings.batch_size, seed)
     quartile_edges = torch.tensor([0.25, 0.5, 0.75], device=device) * schedule.num_timesteps
     num_classes = config.num_classes
+    snapshot = None
+    if snapshot_to is not None:
+        signature = {"stage": "diffusion", "objective": dataclasses.asdict(objective),
+                     "training": dataclasses.asdict(settings), "config": dataclasses.asdict(config), "seed": seed,
+                     "latents": cache.info.get("fingerprint")}
+        snapshot = Snapshot(snapshot_to, save_every, signature, sampler)
 
     def step_loss(step):
         index = sampler.next().to(device)
@@ -73,8 +84,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
 
     start = time.time()
     logged = run_training(unet, step_loss, steps=settings.steps, lr=settings.lr,
-                          warmup_steps=min(settings.warmup_steps, settings.steps), ema=ema, desc=desc,
-                          progress=progress)
+                          warmup_steps=min(settings.warmup_steps, settings.steps), ema=ema, snapshot=snapshot,
+                          desc=desc, progress=progress)
     seconds = time.time() - start
     info = {"diffusion": dict(dataclasses.asdict(objective), scale_factor=cache.scale_factor,
                               label_dropout=objective.label_dropout if num_classes else None),

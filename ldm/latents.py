@@ -78,4 +78,4 @@ def load_latent_cache(path: str | os.PathLike, device: torch.device | str = "cpu
                        "rerun `make latents`")
     t = {name: ckpt.tensors[name].to(device) for name in TENSORS}
     return LatentCache(**t, scale_factor=float(ckpt.info["scale_factor"]),
-                       vae_fingerprint=ckpt.info["vae_fingerprint"], info=ckpt.info)
+                       vae_fingerprint=ckpt.info["vae_fingerprint"], info=dict(ckpt.info, fingerprint=ckpt.fingerprint))

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .snapshot import Snapshot
 from .utils import LdmError
 
 @dataclass(frozen=True)
@@ -58,20 +59,31 @@ class EMA:
 
 def run_training(model: torch.nn.Module, step_loss: StepLoss, *, steps: int, lr: float, warmup_steps: int = 0,
                  grad_clip: float = 1.0, ema: EMA | None = None, log_interval: int = 50,
-                 desc: str = "train", progress: bool = True) -> dict[str, float]:
+                 snapshot: Snapshot | None = None, desc: str = "train", progress: bool = True) -> dict[str, float]:
     """Optimise `model` for `steps` steps with Adam; return the last logged metrics.
 
-    Metrics are read back (a device sync) only every `log_interval` steps; a non-finite loss
-    there stops training with an LdmError naming the step.
+    Metrics are read back (a device sync) only every `log_interval` steps. The first step whose
+    loss is not finite is tracked on the device; at the next read-back training stops with an
+    LdmError naming it, before any snapshot of the diverged weights is written. With a
+    `snapshot`, the run resumes from it when possible and saves it when due.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    start, logged = snapshot.restore(model, optimizer, ema) if snapshot is not None else (0, {})
     model.train()
-    logged: dict[str, float] = {}
-    bar = tqdm(range(steps), desc=desc, dynamic_ncols=True, disable=not progress)
+    first_bad_step = torch.tensor(-1, device=next(model.parameters()).device)
+
+    def check_finite() -> None:
+        bad = first_bad_step.item()
+        if bad >= 0:
+            raise LdmError(f"{desc}: the loss became non-finite at step {bad}; stopped, "
+                           "and nothing after the last good snapshot was saved (try a lower learning rate)")
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, lr, steps, warmup_steps)
         loss, metrics = step_loss(step)
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -80,9 +92,12 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, *, steps: int, lr:
         if ema is not None:
             ema.update(model)
         if step % log_interval == 0 or step == steps - 1:
+            check_finite()
             logged = {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
-            if not math.isfinite(logged["loss"]):
-                raise LdmError(f"{desc}: loss became {logged['loss']} at step {step}; nothing was saved")
             bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
+        if snapshot is not None and snapshot.due(step + 1, steps):
+            check_finite()
+            snapshot.save(step + 1, model, optimizer, ema, logged)
+    check_finite()
     model.eval()
     return logged

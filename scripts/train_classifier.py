@@ -7,15 +7,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 
-from ldm.checkpoint import save_model
+from ldm.checkpoint import fingerprint, save_model
 from ldm.classifier import Classifier, ClassifierConfig
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, positive_int, run
+from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_snapshot_arg, positive_int, run
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.presets import get_preset
+from ldm.snapshot import Snapshot, snapshot_path
 from ldm.train import run_training
 from ldm.utils import check_writable, resolve_device, set_seed
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=positive_int, help="optimizer steps")
     parser.add_argument("--batch-size", type=positive_int, help="images per step")
     parser.add_argument("--out", default="checkpoints/classifier.safetensors", help="checkpoint written here")
+    add_snapshot_arg(parser)
     add_device_args(parser)
     args = parser.parse_args()
 
@@ -48,13 +51,17 @@ def main() -> None:
 
     model = Classifier(ClassifierConfig()).to(device)
     sampler = BatchSampler(len(train_images), batch_size, args.seed)
+    signature = {"stage": "classifier", "steps": steps, "batch_size": batch_size, "lr": settings.lr,
+                 "seed": args.seed, "config": dataclasses.asdict(model.config),
+                 "data": fingerprint({"images": train_images, "labels": train_labels})}
+    snapshot = Snapshot(snapshot_path(args.out), args.save_every, signature, sampler)
 
     def step_loss(step):
         idx = sampler.next().to(device)
         return F.cross_entropy(model(to_float(train_images[idx])), train_labels[idx]), {}
 
     run_training(model, step_loss, steps=steps, lr=settings.lr, warmup_steps=min(settings.warmup_steps, steps),
-                 desc="classifier", progress=not args.no_progress)
+                 snapshot=snapshot, desc="classifier", progress=not args.no_progress)
     test_accuracy = accuracy(model, test_images, test_labels)
     print(f"classifier test accuracy: {test_accuracy:.4f} ({len(test_images)} test images, "
           f"trained on {len(train_images)} for {steps} steps)")

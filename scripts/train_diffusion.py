@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ldm.cli import add_device_args, add_preset_arg, positive_float, positive_int, probability, run
+from ldm.cli import add_device_args, add_preset_arg, add_snapshot_arg, positive_float, positive_int, probability, run
 from ldm.diffusion import PREDICTIONS
 from ldm.latent_training import save_unet, train_unet
 from ldm.latents import load_latent_cache
 from ldm.presets import get_preset
 from ldm.schedule import BETA_SCHEDULES
+from ldm.snapshot import snapshot_path
 from ldm.utils import check_writable, resolve_device, set_seed
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=positive_int, help="optimizer steps")
     parser.add_argument("--batch-size", type=positive_int, help="latents per step")
     parser.add_argument("--out", default="checkpoints/unet.safetensors", help="checkpoint written here")
+    add_snapshot_arg(parser)
     add_device_args(parser)
     args = parser.parse_args()
 
@@ -52,7 +54,8 @@ def main() -> None:
     set_seed(args.seed)
     cache = load_latent_cache(args.latents, device)
     ema_model, raw_model, info = train_unet(cache, preset.unet_model, objective, settings, seed=args.seed,
-                                            device=device, progress=not args.no_progress)
+                                            device=device, progress=not args.no_progress,
+                                            snapshot_to=snapshot_path(args.out), save_every=args.save_every)
     print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
           f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
     save_unet(args.out, ema_model, raw_model, dict(info, preset=preset.name, latents=str(args.latents)))

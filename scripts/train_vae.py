@@ -12,11 +12,12 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ldm.checkpoint import save_model
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, positive_int, run
+from ldm.checkpoint import fingerprint, save_model
+from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_snapshot_arg, positive_int, run
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.images import save_grid
 from ldm.presets import get_preset
+from ldm.snapshot import Snapshot, snapshot_path
 from ldm.train import run_training
 from ldm.utils import check_writable, resolve_device, set_seed
 from ldm.vae import VAE, vae_loss
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--out", default="checkpoints/vae.safetensors", help="checkpoint written here")
     parser.add_argument("--grid", default="reports/vae_reconstructions.png",
                         help="PNG of test images (odd rows) over their reconstructions (even rows)")
+    add_snapshot_arg(parser)
     add_device_args(parser)
     args = parser.parse_args()
 
@@ -60,13 +62,16 @@ def main() -> None:
 
     vae = VAE(preset.vae_model).to(device)
     sampler = BatchSampler(len(train_images), batch_size, args.seed)
+    signature = {"stage": "vae", "steps": steps, "batch_size": batch_size, "lr": preset.vae.lr, "seed": args.seed,
+                 "config": dataclasses.asdict(vae.config), "data": fingerprint({"images": train_images})}
+    snapshot = Snapshot(snapshot_path(args.out), args.save_every, signature, sampler)
 
     def step_loss(step):
         recon, kl = vae_loss(vae, to_float(train_images[sampler.next().to(device)]))
         return recon + vae.config.beta * kl, {"recon": recon.detach(), "kl": kl.detach()}
 
     run_training(vae, step_loss, steps=steps, lr=preset.vae.lr, warmup_steps=min(preset.vae.warmup_steps, steps),
-                 desc="vae", progress=not args.no_progress)
+                 snapshot=snapshot, desc="vae", progress=not args.no_progress)
     metrics = evaluate(vae, test_images)
     print("vae test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 

@@ -2,12 +2,15 @@
 one-line errors users see for bad inputs."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ldm.checkpoint import load_checkpoint
 from ldm.data import write_idx
@@ -208,3 +211,27 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
     assert by_name["linear, v"]["objective"]["prediction"] == "v"
     for picture in ("bench_digits.png", "bench_process.png", "bench.md"):
         assert (tmp_path / picture).is_file()
+
+
+def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    args = ["-m", "scripts.train_diffusion", "--latents", str(ckpt / "latents.safetensors"), "--preset", "smoke",
+            "--device", "cpu", "--steps", "1000", "--save-every", "25", "--no-progress"]
+    killed_out = tmp_path / "killed.safetensors"
+    state = tmp_path / "killed.state.safetensors"
+    process = subprocess.Popen([sys.executable, *args, "--out", str(killed_out)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and not killed_out.exists()
+    steps_done = load_checkpoint(state, "training_state").info["step"]
+    assert 0 < steps_done < 1000
+    resumed = run_script("train_diffusion", *args[2:-1], "--out", killed_out)
+    assert f"resuming after step {steps_done}" in resumed.stdout
+    run_script("train_diffusion", *args[2:-1], "--out", tmp_path / "straight.safetensors")
+    a = load_checkpoint(killed_out, "unet").tensors
+    b = load_checkpoint(tmp_path / "straight.safetensors", "unet").tensors
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

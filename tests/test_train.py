@@ -3,6 +3,9 @@ import math
 import pytest
 import torch
 
+from ldm.checkpoint import load_checkpoint
+from ldm.data import BatchSampler
+from ldm.snapshot import Snapshot
 from ldm.train import EMA, get_lr, run_training
 from ldm.utils import LdmError
 
@@ -48,3 +51,58 @@ def test_non_finite_loss_stops_training_naming_the_step():
     loss_fn = lambda step: (model(torch.ones(1, 1)).sum() * (float("nan") if step >= 3 else 1.0), {})
     with pytest.raises(LdmError, match="at step 3"):
         run_training(model, loss_fn, steps=10, lr=0.1, log_interval=1, progress=False)
+    # between read-backs the first bad step is still the one named
+    model = torch.nn.Linear(1, 1)
+    with pytest.raises(LdmError, match="at step 3"):
+        run_training(model, loss_fn, steps=10, lr=0.1, log_interval=50, progress=False)
+
+
+def noisy_regression_run(tmp_path, steps: int, every: int, stop_after: int | None = None):
+    """A run that uses every piece of state a snapshot must carry: global RNG (noise in the
+    loss), the batch sampler, Adam's moments and the EMA."""
+    torch.manual_seed(0)
+    data = torch.randn(64, 4)
+    model = torch.nn.Linear(4, 1)
+    ema = EMA(model)
+    sampler = BatchSampler(64, 8, seed=1)
+    snapshot = Snapshot(tmp_path / "m.state.safetensors", every, {"run": "test"}, sampler)
+
+    def loss_fn(step):
+        if stop_after is not None and step == stop_after:
+            raise KeyboardInterrupt  # a kill between two snapshots
+        x = data[sampler.next()]
+        target = x.sum(1, keepdim=True) + 0.1 * torch.randn(len(x), 1)
+        return (model(x) - target).pow(2).mean(), {}
+
+    run_training(model, loss_fn, steps=steps, lr=0.01, ema=ema, snapshot=snapshot, progress=False)
+    return model, ema
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one_bit_for_bit(tmp_path):
+    straight, straight_ema = noisy_regression_run(tmp_path / "a", steps=40, every=10)
+    with pytest.raises(KeyboardInterrupt):
+        noisy_regression_run(tmp_path / "b", steps=40, every=10, stop_after=25)
+    assert load_checkpoint(tmp_path / "b" / "m.state.safetensors", "training_state").info["step"] == 20
+    resumed, resumed_ema = noisy_regression_run(tmp_path / "b", steps=40, every=10)
+    for a, b in zip([*straight.parameters(), *straight_ema.model.parameters()],
+                    [*resumed.parameters(), *resumed_ema.model.parameters()]):
+        assert torch.equal(a, b)
+
+
+def test_a_snapshot_of_another_run_is_ignored(tmp_path, capsys):
+    noisy_regression_run(tmp_path, steps=20, every=10)
+    model = torch.nn.Linear(4, 1)
+    snapshot = Snapshot(tmp_path / "m.state.safetensors", 10, {"run": "other"})
+    run_training(model, lambda step: (model(torch.ones(1, 4)).pow(2).sum(), {}), steps=2, lr=0.1,
+                 snapshot=snapshot, progress=False)
+    assert "starting afresh" in capsys.readouterr().out
+
+
+def test_divergence_keeps_the_last_good_snapshot(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    snapshot = Snapshot(tmp_path / "m.state.safetensors", 5, {"run": "nan"})
+    loss_fn = lambda step: (model(torch.ones(1, 1)).sum() * (float("inf") if step >= 7 else 1.0), {})
+    with pytest.raises(LdmError, match="at step 7"):
+        run_training(model, loss_fn, steps=20, lr=0.1, snapshot=snapshot, progress=False)
+    state = load_checkpoint(tmp_path / "m.state.safetensors", "training_state")
+    assert state.info["step"] == 5 and torch.isfinite(state.tensors["model/weight"]).all()

@@ -53,10 +53,15 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def add_snapshot_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--save-every", type=non_negative_int, default=500,
-                        help="snapshot the training state every N steps (and at the end) beside --out, so that "
-                             "rerunning a killed command resumes; 0: only at the end")
+def add_training_args(parser: argparse.ArgumentParser, out: str, unit: str) -> None:
+    """--steps/--batch-size (unset: the preset's), --out, and --save-every for snapshots."""
+    group = parser.add_argument_group("optimization (unset: the preset's value)")
+    group.add_argument("--steps", type=positive_int, help="optimizer steps")
+    group.add_argument("--batch-size", type=positive_int, help=f"{unit} per step")
+    group.add_argument("--save-every", type=non_negative_int, default=500,
+                       help="snapshot the training state every N steps (and at the end) beside --out, so that "
+                            "rerunning a killed command resumes; 0: only at the end")
+    parser.add_argument("--out", default=out, help="checkpoint written here")
 
 
 def add_data_arg(parser: argparse.ArgumentParser) -> None:

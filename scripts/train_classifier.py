@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ldm.checkpoint import fingerprint, save_model
 from ldm.classifier import Classifier, ClassifierConfig
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_snapshot_arg, positive_int, run
+from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_training_args, run
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.presets import get_preset
 from ldm.snapshot import Snapshot, snapshot_path
@@ -33,11 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arg(parser)
     add_preset_arg(parser)
-    # Optimization (unset: the preset's value)
-    parser.add_argument("--steps", type=positive_int, help="optimizer steps")
-    parser.add_argument("--batch-size", type=positive_int, help="images per step")
-    parser.add_argument("--out", default="checkpoints/classifier.safetensors", help="checkpoint written here")
-    add_snapshot_arg(parser)
+    add_training_args(parser, out="checkpoints/classifier.safetensors", unit="images")
     add_device_args(parser)
     args = parser.parse_args()
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ldm.cli import add_device_args, add_preset_arg, add_snapshot_arg, positive_float, positive_int, probability, run
+from ldm.cli import (add_device_args, add_preset_arg, add_training_args, positive_float, positive_int, probability,
+                     run)
 from ldm.diffusion import PREDICTIONS
 from ldm.latent_training import save_unet, train_unet
 from ldm.latents import load_latent_cache
@@ -34,11 +35,7 @@ def main() -> None:
     parser.add_argument("--prediction", help=f"what the UNet predicts: {', '.join(PREDICTIONS)}")
     parser.add_argument("--min-snr-gamma", type=positive_float, help="min-SNR-γ loss weighting (e.g. 5)")
     parser.add_argument("--label-dropout", type=probability, help="fraction of labels dropped for guidance")
-    # Optimization (unset: the preset's value)
-    parser.add_argument("--steps", type=positive_int, help="optimizer steps")
-    parser.add_argument("--batch-size", type=positive_int, help="latents per step")
-    parser.add_argument("--out", default="checkpoints/unet.safetensors", help="checkpoint written here")
-    add_snapshot_arg(parser)
+    add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
     add_device_args(parser)
     args = parser.parse_args()
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ldm.checkpoint import fingerprint, save_model
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_snapshot_arg, positive_int, run
+from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_training_args, run
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.images import save_grid
 from ldm.presets import get_preset
@@ -41,13 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arg(parser)
     add_preset_arg(parser)
-    # Optimization (unset: the preset's value)
-    parser.add_argument("--steps", type=positive_int, help="optimizer steps")
-    parser.add_argument("--batch-size", type=positive_int, help="images per step")
-    parser.add_argument("--out", default="checkpoints/vae.safetensors", help="checkpoint written here")
+    add_training_args(parser, out="checkpoints/vae.safetensors", unit="images")
     parser.add_argument("--grid", default="reports/vae_reconstructions.png",
                         help="PNG of test images (odd rows) over their reconstructions (even rows)")
-    add_snapshot_arg(parser)
     add_device_args(parser)
     args = parser.parse_args()
 

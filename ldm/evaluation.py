@@ -17,6 +17,7 @@ from .data import NUM_CLASSES, to_float
 from .metrics import (classifier_features, feature_statistics, frechet_distance, nearest_neighbour_distance,
                       precision_recall)
 from .pipeline import to_uint8
+from .utils import LdmError
 from .vae import VAE
 
 
@@ -38,7 +39,7 @@ class RealFeatures:
 
 
 def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tensor, device: torch.device, *,
-                 labels: torch.Tensor | None = None, from_training_set: bool = False,
+                 labels: torch.Tensor | None = None, from_training_set: bool = False, fid_subset: int | None = None,
                  progress: bool = False) -> dict:
     """One report row for uint8 images [N x 28 x 28].
 
@@ -46,7 +47,8 @@ def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tenso
     on every image (a missing or over-produced digit shows here); memorisation, the mean distance
     to the nearest training image divided by the test images' (≈ 1 is healthy, → 0 is copying;
     not defined for images taken from the training set); with prompted `labels`, recognised, the
-    fraction classified as the requested digit, overall and per digit.
+    fraction classified as the requested digit, overall and per digit; with `fid_subset` < N,
+    fid_<subset>, the FID of the first `fid_subset` images, to compare rows of different sizes.
     """
     features = classifier_features(classifier, to_float(images), device, progress=progress)
     mu, sigma = feature_statistics(features)
@@ -58,12 +60,21 @@ def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tenso
            "class_counts": torch.bincount(predicted, minlength=NUM_CLASSES).tolist(),
            "memorisation": None if from_training_set
            else nearest_neighbour_distance(features, real.train) / real.test_to_train}
+    if fid_subset is not None and len(images) > fid_subset:
+        row[f"fid_{fid_subset}"] = frechet_distance(*feature_statistics(features[:fid_subset]), real.mu, real.sigma)
     if labels is not None:
         hits = (predicted == labels.cpu()).double()
         row["recognised"] = hits.mean().item()
         row["recognised_per_digit"] = [hits[labels.cpu() == d].mean().item() if (labels == d).any() else None
                                        for d in range(NUM_CLASSES)]
     return row
+
+
+def validation_images(train_images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n real training images in random order: the floor every row is compared with."""
+    if n > len(train_images):
+        raise LdmError(f"--num-images {n}: only {len(train_images)} training images for the Validation row")
+    return train_images[torch.randperm(len(train_images), generator=generator)[:n]]
 
 
 def random_baseline(train_images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:

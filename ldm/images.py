@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data import to_float
 from .utils import atomic_path
 
 
@@ -26,3 +27,15 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
         grid[y:y + h, x:x + w] = pixels[i]
     with atomic_path(path) as tmp:
         Image.fromarray(grid, mode="L").save(tmp, format="PNG")
+
+
+def save_rows(rows: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write [R x C x 1 x H x W] images in [0, 1] as a grid of R rows and C columns."""
+    save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1])
+
+
+def digit_rows(images: torch.Tensor, labels: torch.Tensor, per_digit: int = 10) -> torch.Tensor:
+    """The first `per_digit` uint8 images [N x 28 x 28] of each label 0-9 as [10 x per_digit x 1 x 28 x 28]
+    floats, for `save_rows`: one row per digit."""
+    order = torch.cat([torch.nonzero(labels == d).flatten()[:per_digit] for d in range(10)])
+    return to_float(images[order]).unflatten(0, (10, per_digit))

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Checkpoint, load_model
 from .diffusion import as_eps_model
 from .guidance import guided_model
-from .sampling import ddim_sample, ddpm_sample, sampling_timesteps
+from .sampling import ddim_sample, ddpm_sample
 from .schedule import NoiseSchedule
 from .unet import UNet
 from .utils import LdmError
@@ -104,18 +104,10 @@ class LatentDiffusion:
     def denoising_strip(self, num_samples: int = 8, columns: int = 10, *, seed: int = 0,
                         **sampler_args) -> torch.Tensor:
         """The decoded prediction x̂_0 at `columns` evenly spaced steps of the chain, then the final
-        sample: [num_samples * (columns + 1) x 1 x 28 x 28], one row per sample, for a grid."""
-        steps = sampler_args.get("steps") or (self.schedule.num_timesteps if sampler_args.get("sampler") == "ddpm"
-                                              else 50)
-        total = len(sampling_timesteps(self.schedule.num_timesteps, steps))
-        keep = {int(round(i)) for i in np.linspace(0, total - 1, columns)}
-        frames = []
-
-        def record(i, t, x, x0):
-            if i in keep:
-                frames.append(self.decode(x0).clamp(0, 1))
-
-        z = self.sample_latents(num_samples, generator=torch.Generator().manual_seed(seed), callback=record,
-                                **sampler_args)
-        frames.append(self.decode(z).clamp(0, 1))
-        return torch.stack(frames, dim=1).flatten(0, 1).cpu()  # (N, columns + 1, 1, 28, 28) -> rows
+        sample: [num_samples x (columns + 1) x 1 x 28 x 28], one row per sample."""
+        predictions = []  # x̂_0 latents of every step; decoded only where kept
+        z = self.sample_latents(num_samples, generator=torch.Generator().manual_seed(seed),
+                                callback=lambda i, t, x, x0: predictions.append(x0), **sampler_args)
+        keep = np.linspace(0, len(predictions) - 1, columns).round().astype(int)
+        frames = [self.decode(predictions[i]) for i in keep] + [self.decode(z)]
+        return torch.stack(frames, dim=1).clamp(0, 1).cpu()  # (N, columns + 1, 1, 28, 28)

@@ -98,6 +98,5 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, *, steps: int, lr:
         if snapshot is not None and snapshot.due(step + 1, steps):
             check_finite()
             snapshot.save(step + 1, model, optimizer, ema, logged)
-    check_finite()
     model.eval()
     return logged

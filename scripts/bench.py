@@ -32,14 +32,14 @@ from ldm import __version__
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import add_data_arg, add_device_args, add_preset_arg, positive_int, run
-from ldm.data import load_mnist, to_float
-from ldm.evaluation import RealFeatures, score_images
-from ldm.images import save_grid
+from ldm.data import load_mnist
+from ldm.evaluation import RealFeatures, score_images, validation_images
+from ldm.images import digit_rows, save_rows
 from ldm.latent_training import save_unet, train_unet
 from ldm.latents import load_latent_cache
 from ldm.pipeline import LatentDiffusion
 from ldm.presets import get_preset
-from ldm.utils import LdmError, check_writable, describe_device, resolve_device, set_seed, write_text_atomic
+from ldm.utils import check_writable, describe_device, resolve_device, set_seed, write_text_atomic
 
 DDIM_STEPS = (10, 20, 50, 100, 250)
 GUIDANCE_SCALES = (1.0, 2.0, 4.0)
@@ -78,18 +78,14 @@ def main() -> None:
     classifier, classifier_ckpt = load_model(args.classifier, Classifier, device)
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")
-    if n > len(train_images):
-        raise LdmError(f"--num-images {n}: only {len(train_images)} training images for the Validation row")
+    validation = validation_images(train_images, n, torch.Generator().manual_seed(args.seed))
     real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)
     rows = []
 
     def score(study: str, name: str, images: torch.Tensor, labels=None, seconds=None, **extra) -> None:
         row = {"study": study, "name": name, "images": len(images),
-               **score_images(classifier, real, images, device, labels=labels,
-                              from_training_set=study == "floor", progress=False)}
-        if len(images) > subset:
-            row[f"fid_{subset}"] = score_images(classifier, real, images[:subset], device,
-                                                from_training_set=study == "floor")["fid"]
+               **score_images(classifier, real, images, device, labels=labels, from_training_set=study == "floor",
+                              fid_subset=subset)}
         if seconds is not None:
             row["images_per_second"] = len(images) / seconds
         rows.append(dict(row, **extra))
@@ -105,8 +101,7 @@ def main() -> None:
         return images, time.time() - start
 
     # 1. the floor, at the same sizes as every other row
-    order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(args.seed))
-    score("floor", "Validation", train_images[order[:n]])
+    score("floor", "Validation", validation)
 
     # 2. samplers, on the trained UNet
     model = LatentDiffusion.load(args.unet, args.vae, device)
@@ -117,8 +112,7 @@ def main() -> None:
     for name, count, sampler_args in samplers:
         images, seconds = timed_sample(model, count, **sampler_args)
         score("sampler", name, images, seconds=seconds, **sampler_args)
-    save_grid(model.denoising_strip(8, sampler="ddim", steps=50, seed=args.seed), out_dir / "bench_process.png",
-              nrow=11)
+    save_rows(model.denoising_strip(8, sampler="ddim", steps=50, seed=args.seed), out_dir / "bench_process.png")
 
     # 3. digit prompts with classifier-free guidance, DDIM-50
     if model.num_classes:
@@ -127,9 +121,8 @@ def main() -> None:
             images, seconds = timed_sample(model, n, sampler="ddim", steps=50, labels=labels, guidance=scale)
             score("guidance", f"digits 0-9, guidance {scale:g}", images, labels=labels, seconds=seconds,
                   guidance=scale)
-            if scale == preset.guidance:
-                order = torch.cat([torch.nonzero(labels == d).flatten()[:10] for d in range(10)])
-                save_grid(to_float(images[order]), out_dir / "bench_digits.png", nrow=10)
+            if scale == preset.guidance and n >= 10:
+                save_rows(digit_rows(images, labels, min(10, n // 10)), out_dir / "bench_digits.png")
 
     # 4. training choices at equal steps, each sampled with DDIM-50
     if not args.skip_training:

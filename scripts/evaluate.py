@@ -30,7 +30,7 @@ from ldm.classifier import Classifier
 from ldm.cli import add_data_arg, add_device_args, positive_int, run
 from ldm.data import load_mnist, to_float
 from ldm.evaluation import (RealFeatures, class_histogram_table, markdown_table, random_baseline, score_images,
-                            vae_prior_baseline)
+                            vae_prior_baseline, validation_images)
 from ldm.images import save_grid
 from ldm.utils import LdmError, check_writable, describe_device, resolve_device, set_seed, write_text_atomic
 from ldm.vae import VAE
@@ -55,11 +55,9 @@ def main() -> None:
     vae, vae_ckpt = load_model(args.vae, VAE, device)
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")
-    if n > len(train_images):
-        raise LdmError(f"--num-images {n}: only {len(train_images)} training images for the Validation row")
     generator = torch.Generator().manual_seed(args.seed)
 
-    rows = [("Validation", train_images[torch.randperm(len(train_images), generator=generator)[:n]], None, {}),
+    rows = [("Validation", validation_images(train_images, n, generator), None, {}),
             ("Random", random_baseline(train_images, n, generator), None, {}),
             ("VAE", vae_prior_baseline(vae, n, generator, device), None, {"vae_fingerprint": vae_ckpt.fingerprint})]
     for path in args.samples:

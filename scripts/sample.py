@@ -19,7 +19,7 @@ import torch
 from ldm.checkpoint import save_checkpoint
 from ldm.cli import add_device_args, add_preset_arg, non_negative_float, positive_int, run
 from ldm.data import to_float
-from ldm.images import save_grid
+from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import SAMPLERS, LatentDiffusion
 from ldm.presets import get_preset
 from ldm.sampling import VARIANCES
@@ -94,15 +94,14 @@ def main() -> None:
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
     save_checkpoint(out, tensors, "samples", info=info)
     per_digit = min(10, args.num_samples // 10)
-    if args.digit == "all" and per_digit:  # one row per digit
-        order = torch.cat([torch.nonzero(labels == d).flatten()[:per_digit] for d in range(10)])
-        save_grid(to_float(images[order]), out.with_suffix(".png"), nrow=per_digit)
+    if args.digit == "all" and per_digit:
+        save_rows(digit_rows(images, labels, per_digit), out.with_suffix(".png"))
     else:
         save_grid(to_float(images[:64]), out.with_suffix(".png"), nrow=8)
     if args.strip:
         strip_labels = None if labels is None else labels[:8]
         strip = model.denoising_strip(min(8, args.num_samples), seed=args.seed, labels=strip_labels, **sampler_args)
-        save_grid(strip, out.with_name(f"{out.stem}_process.png"), nrow=len(strip) // min(8, args.num_samples))
+        save_rows(strip, out.with_name(f"{out.stem}_process.png"))
         print(f"wrote {out.with_name(f'{out.stem}_process.png')} (x̂_0 at 10 points of the chain, then the sample)")
     print(f"{label}: {len(images)} images in {seconds:.1f}s ({len(images) / seconds:.1f} images/s on {device}); "
           f"wrote {out} and {out.with_suffix('.png')}")

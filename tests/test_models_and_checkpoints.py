@@ -67,13 +67,18 @@ def test_wrong_kind_is_refused(tmp_path):
         load_model(tmp_path / "c.safetensors", VAE)
 
 
-def test_config_that_does_not_match_the_tensors_is_refused(tmp_path):
-    path = tmp_path / "u.safetensors"
+def tampered_unet_file(path, edit_tensors=lambda tensors: tensors, **config_changes):
+    """A UNet checkpoint rewritten by hand: tensors and/or config changed, the old fingerprint kept."""
     save_model(path, UNet(TINY_UNET))
     ckpt = load_checkpoint(path, "unet")
-    metadata = {"kind": "unet", "config": json.dumps(dict(ckpt.config, base_channels=16)), "info": "{}",
+    metadata = {"kind": "unet", "config": json.dumps(dict(ckpt.config, **config_changes)), "info": "{}",
                 "fingerprint": ckpt.fingerprint}
-    save_file(ckpt.tensors, str(path), metadata=metadata)
+    save_file(edit_tensors(dict(ckpt.tensors)), str(path), metadata=metadata)
+    return path
+
+
+def test_config_that_does_not_match_the_tensors_is_refused(tmp_path):
+    path = tampered_unet_file(tmp_path / "u.safetensors", base_channels=16)
     with pytest.raises(LdmError, match="config does not match its tensors"):
         load_model(path, UNet)
 
@@ -93,12 +98,7 @@ def test_truncated_foreign_and_missing_files_are_refused(tmp_path):
 
 
 def test_edited_tensors_fail_the_fingerprint(tmp_path):
-    path = tmp_path / "u.safetensors"
-    save_model(path, UNet(TINY_UNET))
-    ckpt = load_checkpoint(path, "unet")
-    tensors = dict(ckpt.tensors)
-    tensors["input_conv.bias"] = tensors["input_conv.bias"] + 1
-    metadata = {"kind": "unet", "config": json.dumps(ckpt.config), "info": "{}", "fingerprint": ckpt.fingerprint}
-    save_file(tensors, str(path), metadata=metadata)
+    path = tampered_unet_file(tmp_path / "u.safetensors",
+                              lambda tensors: dict(tensors, **{"input_conv.bias": tensors["input_conv.bias"] + 1}))
     with pytest.raises(LdmError, match="do not match the fingerprint"):
         load_checkpoint(path, "unet")

@@ -2,6 +2,7 @@
 #   make all DATA=../shared/data/mnist     everything, then the FID table
 #   make test                              the test suite
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~35 min on 2 CPU cores)
+#   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement).
 
@@ -22,7 +23,7 @@ REPORTS := reports
 RUN := $(PY) -m
 COMMON := --device $(DEVICE) --seed $(SEED)
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench test clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench toy test clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -37,6 +38,8 @@ SAMPLES := $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors $(C
 sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
+toy: $(REPORTS)/toy/toy.json
+	@cat $(REPORTS)/toy/toy.md
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +79,9 @@ $(CKPT)/samples_%.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings
 # Digit prompts 0-9 in turn with the preset's guidance; also a picture of the denoising chain.
 $(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
 	$(RUN) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) --out $@
+
+$(REPORTS)/toy/toy.json: $(VENV)/.installed
+	$(RUN) scripts.toy --seed $(SEED) --out-dir $(REPORTS)/toy
 
 $(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(SAMPLES)
 	$(RUN) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) --samples $(SAMPLES)

@@ -10,38 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass
 
 import torch
 
 from .checkpoint import save_model
 from .data import BatchSampler
-from .diffusion import PREDICTIONS, training_losses
-from .guidance import drop_labels
 from .latents import LatentCache
-from .schedule import BETA_SCHEDULES, NoiseSchedule
+from .objective import DiffusionObjective, diffusion_step_loss
 from .snapshot import Snapshot
 from .train import EMA, TrainSettings, run_training
 from .unet import UNet, UNetConfig
-from .utils import LdmError
-
-
-@dataclass(frozen=True)
-class DiffusionObjective:
-    """What the UNet learns; stored in the checkpoint so that sampling rebuilds the same process."""
-    schedule: str = "linear"  # β schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal)
-    num_timesteps: int = 1000
-    prediction: str = "eps"  # eps or v
-    min_snr_gamma: float | None = None  # min-SNR-γ loss weighting; None: the plain MSE
-    label_dropout: float = 0.1  # fraction of labels replaced by "no label" (conditional UNets only)
-
-    def validate(self) -> None:
-        if self.schedule not in BETA_SCHEDULES:
-            raise LdmError(f"--schedule {self.schedule!r}: choose one of {', '.join(BETA_SCHEDULES)}")
-        if self.prediction not in PREDICTIONS:
-            raise LdmError(f"--prediction {self.prediction!r}: choose one of {', '.join(PREDICTIONS)}")
-        if self.num_timesteps <= 0:
-            raise LdmError(f"--timesteps {self.num_timesteps}: must be positive")
 
 
 def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjective, settings: TrainSettings, *,
@@ -53,13 +31,12 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
     end, and a run with the same settings and latents resumes from it.
     """
     objective.validate()
-    schedule = NoiseSchedule.from_name(objective.schedule, objective.num_timesteps)
+    schedule = objective.noise_schedule()
     torch.manual_seed(seed)
     config = dataclasses.replace(config, in_channels=cache.latent_shape[0])
     unet = UNet(config).to(device)
     ema = EMA(unet)
     sampler = BatchSampler(len(cache.train_mean), settings.batch_size, seed)
-    quartile_edges = torch.tensor([0.25, 0.5, 0.75], device=device) * schedule.num_timesteps
     num_classes = config.num_classes
     snapshot = None
     if snapshot_to is not None:
@@ -68,20 +45,11 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
                      "latents": cache.info.get("fingerprint")}
         snapshot = Snapshot(snapshot_to, save_every, signature, sampler)
 
-    def step_loss(step):
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
         index = sampler.next().to(device)
-        x0 = cache.sample(index)
-        labels = drop_labels(cache.train_labels[index], num_classes, objective.label_dropout) if num_classes else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            losses, t = training_losses(lambda x, t: unet(x, t, labels), schedule, x0,
-                                        prediction=objective.prediction, min_snr_gamma=objective.min_snr_gamma)
-        losses = losses.float()
-        # mean loss per quarter of the timestep range, to see where the model struggles
-        quartile = torch.bucketize(t, quartile_edges, right=True)
-        sums = torch.zeros(4, device=device).index_add_(0, quartile, losses.detach())
-        counts = torch.bincount(quartile, minlength=4).clamp(min=1)
-        return losses.mean(), {f"q{i}": v for i, v in enumerate(sums / counts)}
+        return cache.sample(index), cache.train_labels[index] if num_classes else None
 
+    step_loss = diffusion_step_loss(unet, objective, schedule, next_batch, num_classes, device)
     start = time.time()
     logged = run_training(unet, step_loss, steps=settings.steps, lr=settings.lr,
                           warmup_steps=min(settings.warmup_steps, settings.steps), ema=ema, snapshot=snapshot,

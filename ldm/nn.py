@@ -23,6 +23,18 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+class TimeEmbedding(nn.Sequential):
+    """timestep_embedding(t, freq_dim) followed by Linear-SiLU-Linear: [N] -> [N x dim].
+    One definition for every denoiser (the UNet, the toy MLP)."""
+
+    def __init__(self, freq_dim: int, dim: int):
+        super().__init__(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.freq_dim = freq_dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return super().forward(timestep_embedding(t, self.freq_dim))
+
+
 def normalization(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups of at least 4 channels each."""
     groups = min(32, channels // 4)

@@ -12,13 +12,11 @@ from tqdm.auto import tqdm
 from .checkpoint import Checkpoint, load_model
 from .diffusion import as_eps_model
 from .guidance import guided_model
-from .sampling import ddim_sample, ddpm_sample
+from .sampling import SAMPLERS, run_sampler
 from .schedule import NoiseSchedule
 from .unet import UNet
 from .utils import LdmError
 from .vae import VAE
-
-SAMPLERS = ("ddpm", "ddim")
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -77,9 +75,8 @@ class LatentDiffusion:
         shape = (num_samples, self.unet.config.in_channels, 7, 7)
         kwargs = dict(generator=generator, device=device, progress=progress, callback=callback)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            if sampler == "ddpm":
-                return ddpm_sample(model, self.schedule, shape, steps=steps, variance=variance, **kwargs).float()
-            return ddim_sample(model, self.schedule, shape, steps=steps or 50, eta=eta, **kwargs).float()
+            return run_sampler(sampler, model, self.schedule, shape, steps=steps, eta=eta, variance=variance,
+                               **kwargs).float()
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, seed: int = 0, batch_size: int = 1000, labels: torch.Tensor | None = None,

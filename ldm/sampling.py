@@ -1,6 +1,7 @@
-"""Samplers: ancestral DDPM (σ² = β or β̃, optionally on fewer steps) and DDIM (any η, any steps).
+"""Samplers: ancestral DDPM (σ² = β or β̃, optionally on fewer steps), DDIM (any η, any steps),
+and annealed Langevin dynamics with the score the same ε-model implies.
 
-Both walk a decreasing sequence of kept timesteps t > s and use the model's x̂_0 at each step, so
+DDPM and DDIM walk a decreasing sequence of kept timesteps t > s and use the model's x̂_0 at each step, so
 that the same code serves the full 1000-step chain and respaced ones. All noise is drawn on the
 CPU from `generator` and then moved, so that samples do not depend on the device.
 """
@@ -17,6 +18,7 @@ from .diffusion import EpsModel, predict_x0_from_eps
 from .schedule import NoiseSchedule
 
 VARIANCES = ("beta", "beta_tilde")
+SAMPLERS = ("ddpm", "ddim", "langevin")
 
 
 def sampling_timesteps(num_timesteps: int, steps: int) -> list[int]:
@@ -93,3 +95,44 @@ def ddim_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...]
         return x if noise is None else x + sigma * noise
 
     return _sample_loop(model, schedule, shape, steps, update, generator, device, progress, callback)
+
+
+def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, levels: int = 100,
+                    steps_per_level: int = 10, step_scale: float = 0.2, generator: torch.Generator | None = None,
+                    device="cpu", progress: bool = False, callback=None) -> torch.Tensor:
+    """Annealed Langevin dynamics (Song & Ermon 2019, arXiv:1907.05600, Algorithm 1) on the
+    marginals q(x_t) of the diffusion, with the score an ε-model implies,
+        ∇ log q(x_t) ≈ -ε̂(x_t, t) / σ_t,   σ_t = √(1 - ᾱ_t)   (Song et al. 2021, arXiv:2011.13456).
+    At each of `levels` timesteps from T-1 down to 0, `steps_per_level` updates
+        x <- x + δ/2 · score + √δ · z,   δ = step_scale · σ_t²,
+    then the result is denoised once, x̂_0 = E[x_0 | x_0's level], as the other samplers end.
+    """
+    if step_scale <= 0 or steps_per_level <= 0:
+        raise ValueError(f"step_scale and steps_per_level must be positive, got {step_scale}, {steps_per_level}")
+    device = torch.device(device)
+    x = _randn(shape, generator, device)
+    timesteps = sampling_timesteps(schedule.num_timesteps, levels)
+    for i, t in enumerate(tqdm(timesteps, desc="langevin", leave=False, disable=not progress)):
+        t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
+        sigma2 = 1.0 - schedule.alphas_cumprod[t].item()
+        delta = step_scale * sigma2
+        for _ in range(steps_per_level):
+            score = -model(x, t_batch) / sigma2 ** 0.5
+            x = x + 0.5 * delta * score + delta ** 0.5 * _randn(shape, generator, device)
+        x0 = predict_x0_from_eps(schedule, x, t_batch, model(x, t_batch))
+        if callback is not None:
+            callback(i, t, x, x0)
+    return x0
+
+
+def run_sampler(sampler: str, model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *,
+                steps: int | None = None, eta: float = 0.0, variance: str = "beta_tilde", **kwargs) -> torch.Tensor:
+    """One of SAMPLERS by name. steps: DDPM's chain length (None: all T), DDIM's steps (None: 50),
+    Langevin's noise levels (None: 100). kwargs: generator, device, progress, callback."""
+    if sampler == "ddpm":
+        return ddpm_sample(model, schedule, shape, steps=steps, variance=variance, **kwargs)
+    if sampler == "ddim":
+        return ddim_sample(model, schedule, shape, steps=steps or 50, eta=eta, **kwargs)
+    if sampler == "langevin":
+        return langevin_sample(model, schedule, shape, levels=steps or 100, **kwargs)
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")

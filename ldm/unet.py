@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .guidance import LabelEmbedding
-from .nn import Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
+from .nn import Downsample, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
 
 
 @dataclass
@@ -31,7 +31,7 @@ class UNet(nn.Module):
         self.config = config
         ch = config.base_channels
         emb_dim = 4 * ch
-        self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_embed = TimeEmbedding(ch, emb_dim)
         self.label_embed = LabelEmbedding(config.num_classes, emb_dim) if config.num_classes else None
         self.input_conv = nn.Conv2d(config.in_channels, ch, 3, padding=1)
 
@@ -70,7 +70,7 @@ class UNet(nn.Module):
         :param labels: [N] class labels (num_classes for "no label"), or None; ignored when the
             model is unconditional. :return: ε̂, like x."""
         # 1. time (and label)
-        emb = self.time_embed(timestep_embedding(t, self.config.base_channels))
+        emb = self.time_embed(t)
         if self.label_embed is not None:
             emb = emb + self.label_embed(labels, len(x))
         # 2. pre-process

@@ -20,9 +20,9 @@ from ldm.checkpoint import save_checkpoint
 from ldm.cli import add_device_args, add_preset_arg, non_negative_float, positive_int, run
 from ldm.data import to_float
 from ldm.images import digit_rows, save_grid, save_rows
-from ldm.pipeline import SAMPLERS, LatentDiffusion
+from ldm.pipeline import LatentDiffusion
 from ldm.presets import get_preset
-from ldm.sampling import VARIANCES
+from ldm.sampling import SAMPLERS, VARIANCES
 from ldm.utils import LdmError, check_writable, resolve_device
 
 
@@ -41,9 +41,11 @@ def main() -> None:
     parser.add_argument("--weights", default="ema", choices=["ema", "raw"], help="which UNet weights to sample with")
     add_preset_arg(parser)
     # Sampler
-    parser.add_argument("--sampler", default="ddim", choices=SAMPLERS, help="ancestral DDPM or DDIM")
+    parser.add_argument("--sampler", default="ddim", choices=SAMPLERS,
+                        help="ancestral DDPM, DDIM, or annealed Langevin dynamics (10 updates per noise level)")
     parser.add_argument("--steps", type=positive_int,
-                        help="denoising steps (unset: the preset's; DDPM with fewer than T steps is respaced)")
+                        help="denoising steps or Langevin noise levels (unset: the preset's; "
+                             "DDPM with fewer than T steps is respaced)")
     parser.add_argument("--eta", type=non_negative_float, default=0.0, help="DDIM noise scale: 0 deterministic, 1 = DDPM")
     parser.add_argument("--variance", default="beta_tilde", choices=VARIANCES, help="DDPM step variance σ²")
     # Prompt
@@ -83,8 +85,9 @@ def main() -> None:
                           batch_size=args.batch_size or preset.sample_batch_size, progress=not args.no_progress,
                           **sampler_args)
     seconds = time.time() - start
-    label = f"DDPM-{steps}" + (" σ²=β" if args.variance == "beta" else "") if args.sampler == "ddpm" else \
-        f"DDIM-{steps}" + (f" η={args.eta:g}" if args.eta else "")
+    label = {"ddpm": f"DDPM-{steps}" + (" σ²=β" if args.variance == "beta" else ""),
+             "ddim": f"DDIM-{steps}" + (f" η={args.eta:g}" if args.eta else ""),
+             "langevin": f"Langevin-{steps}"}[args.sampler]
     if labels is not None:
         label += f", {'digits 0-9' if args.digit == 'all' else f'digit {args.digit}'}, guidance {guidance:g}"
     info = {"label": label, "sampler": args.sampler, "steps": steps, "eta": args.eta, "variance": args.variance,

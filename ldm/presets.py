@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .latent_training import DiffusionObjective
+from .objective import DiffusionObjective
 from .train import TrainSettings
 from .unet import UNetConfig
 from .utils import LdmError
@@ -34,8 +34,13 @@ class Preset:
     ddim_steps: int
     sample_batch_size: int
     bench: BenchSettings
-    guidance: float = 2.0  # default classifier-free guidance scale for prompted samples
+    guidance: float = 1.5  # classifier-free guidance scale for prompts: 99.5% recognised, FID 2.3x floor (README)
 
+
+# Chosen by measurement (README, Results): v-prediction beat ε, the cosine schedule and min-SNR-5
+# at equal steps in `make bench`, and dropping 20% of labels instead of 10% cut the unprompted
+# FID of the cpu preset from 57.9 to 40.1 (DDPM-100) without hurting the prompted samples.
+MNIST_OBJECTIVE = DiffusionObjective(schedule="linear", prediction="v", label_dropout=0.2)
 
 PRESETS = {
     "cpu": Preset(
@@ -45,7 +50,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        objective=DiffusionObjective(), ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
+        objective=MNIST_OBJECTIVE, ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
         bench=BenchSettings(images=2000, ddpm1000_images=500, train_steps=1000),
     ),
     "gpu": Preset(
@@ -55,7 +60,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        objective=DiffusionObjective(), ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
+        objective=MNIST_OBJECTIVE, ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
         bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000),
     ),
     "smoke": Preset(
@@ -65,7 +70,7 @@ PRESETS = {
         diffusion=TrainSettings(steps=3, batch_size=16, lr=1e-3),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
-        objective=DiffusionObjective(), ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
+        objective=MNIST_OBJECTIVE, ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
         bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3),
     ),
 }

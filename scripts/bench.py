@@ -44,10 +44,10 @@ from ldm.utils import check_writable, describe_device, resolve_device, set_seed,
 DDIM_STEPS = (10, 20, 50, 100, 250)
 GUIDANCE_SCALES = (1.0, 2.0, 4.0)
 TRAINING_CHOICES = {  # name: DiffusionObjective fields changed from the preset's
-    "linear, ε": {},
-    "cosine, ε": {"schedule": "cosine"},
-    "linear, v": {"prediction": "v"},
-    "linear, ε, min-SNR-5": {"min_snr_gamma": 5.0},
+    "linear, ε": {"schedule": "linear", "prediction": "eps"},
+    "cosine, ε": {"schedule": "cosine", "prediction": "eps"},
+    "linear, v": {"schedule": "linear", "prediction": "v"},
+    "linear, ε, min-SNR-5": {"schedule": "linear", "prediction": "eps", "min_snr_gamma": 5.0},
 }
 
 

@@ -1,4 +1,4 @@
-"""Stage 4: train the UNet by DDPM (ε-prediction) on scaled VAE latents from the cache.
+"""Stage 4: train the UNet by DDPM (v-prediction by default) on scaled VAE latents from the cache.
 
 Each batch draws a fresh z = μ + σ·ε from the cached posteriors. With a class-conditional
 preset, the digit labels are dropped to "no label" at the --label-dropout rate, so the same

@@ -42,7 +42,7 @@ from ldm.presets import get_preset
 from ldm.utils import check_writable, describe_device, resolve_device, set_seed, write_text_atomic
 
 DDIM_STEPS = (10, 20, 50, 100, 250)
-GUIDANCE_SCALES = (1.0, 2.0, 4.0)
+GUIDANCE_SCALES = (1.0, 1.5, 2.0, 4.0)  # the preset's scale is added if missing
 TRAINING_CHOICES = {  # name: DiffusionObjective fields changed from the preset's
     "linear, ε": {"schedule": "linear", "prediction": "eps"},
     "cosine, ε": {"schedule": "cosine", "prediction": "eps"},
@@ -117,7 +117,7 @@ def main() -> None:
     # 3. digit prompts with classifier-free guidance, DDIM-50
     if model.num_classes:
         labels = torch.arange(n) % 10
-        for scale in GUIDANCE_SCALES:
+        for scale in sorted(set(GUIDANCE_SCALES) | {preset.guidance}):
             images, seconds = timed_sample(model, n, sampler="ddim", steps=50, labels=labels, guidance=scale)
             score("guidance", f"digits 0-9, guidance {scale:g}", images, labels=labels, seconds=seconds,
                   guidance=scale)

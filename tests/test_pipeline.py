@@ -14,8 +14,10 @@ import torch
 
 from ldm.checkpoint import load_checkpoint
 from ldm.data import write_idx
+from ldm.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE_GUIDANCE = PRESETS["smoke"].guidance  # the scale make-style runs prompt with
 
 
 def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
@@ -83,7 +85,7 @@ def test_fid_table_has_every_row(pipeline):
     report = json.loads((pipeline["reports"] / "fid.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names == ["Validation", "Random", "VAE", "Diffusion DDPM-5", "Diffusion DDIM-3",
-                     "Diffusion DDIM-3, digits 0-9, guidance 2"]
+                     f"Diffusion DDIM-3, digits 0-9, guidance {SMOKE_GUIDANCE:g}"]
     assert report["num_images"] == 16 and all(np.isfinite(row["fid"]) for row in report["rows"])
     for row in report["rows"]:
         assert Path(row["grid"]).is_file()
@@ -98,7 +100,7 @@ def test_fid_table_has_every_row(pipeline):
 def test_prompted_samples_carry_their_labels_and_pictures(pipeline):
     samples = load_checkpoint(pipeline["ckpt"] / "samples_digits.safetensors", "samples")
     assert samples.tensors["labels"].tolist() == [i % 10 for i in range(20)]
-    assert samples.info["guidance"] == 2.0 and samples.info["digit"] == "all"
+    assert samples.info["guidance"] == SMOKE_GUIDANCE and samples.info["digit"] == "all"
     assert (pipeline["ckpt"] / "samples_digits.png").is_file()
     assert (pipeline["ckpt"] / "samples_digits_process.png").is_file()
 
@@ -203,7 +205,7 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
                "--out-dir", tmp_path, "--work-dir", tmp_path / "work")
     report = json.loads((tmp_path / "bench.json").read_text())
     studies = [row["study"] for row in report["rows"]]
-    assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 3
+    assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 4
     assert studies.count("training") == 4
     by_name = {row["name"]: row for row in report["rows"]}
     assert by_name["DDPM-1000 σ²=β"]["images"] == 8 and by_name["DDIM-50"]["images"] == 16

@@ -57,16 +57,21 @@ def main() -> None:
     test_images, _ = load_mnist(args.data_dir, "test")
     generator = torch.Generator().manual_seed(args.seed)
 
-    rows = [("Validation", validation_images(train_images, n, generator), None, {}),
-            ("Random", random_baseline(train_images, n, generator), None, {}),
-            ("VAE", vae_prior_baseline(vae, n, generator, device), None, {"vae_fingerprint": vae_ckpt.fingerprint})]
-    for path in args.samples:
+    diffusion_rows = []
+    for path in args.samples:  # checked before any work
         ckpt = load_checkpoint(path, "samples")
         images, labels = ckpt.tensors["images"], ckpt.tensors.get("labels")
         if len(images) < n:
             raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row (--num-images)")
-        rows.append((f"Diffusion {ckpt.info['label']}", images[:n], None if labels is None else labels[:n],
-                     dict(ckpt.info, file=str(path))))
+        if ckpt.info.get("vae_fingerprint") != vae_ckpt.fingerprint:  # a stale file beside a retrained VAE
+            raise LdmError(f"{path}: decoded with VAE {ckpt.info.get('vae_fingerprint')}, not the VAE in {args.vae} "
+                           f"({vae_ckpt.fingerprint}); rerun `make sample`")
+        diffusion_rows.append((f"Diffusion {ckpt.info['label']}", images[:n],
+                               None if labels is None else labels[:n], dict(ckpt.info, file=str(path))))
+    rows = [("Validation", validation_images(train_images, n, generator), None, {}),
+            ("Random", random_baseline(train_images, n, generator), None, {}),
+            ("VAE", vae_prior_baseline(vae, n, generator, device), None, {"vae_fingerprint": vae_ckpt.fingerprint}),
+            *diffusion_rows]
 
     progress = not args.no_progress
     real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)

@@ -129,6 +129,12 @@ def test_unet_with_another_vae_is_refused(pipeline, tmp_path):
     result = run_script("sample", "--unet", ckpt / "unet.safetensors", "--vae", tmp_path / "other_vae.safetensors",
                         "--out", tmp_path / "s.safetensors", check=False)
     assert_one_line_error(result, "other_vae.safetensors", "is not the one the UNet")
+    # samples decoded with the first VAE are stale beside the other one: evaluate refuses them
+    result = run_script("evaluate", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
+                        "--vae", tmp_path / "other_vae.safetensors", "--num-images", 16, "--device", "cpu",
+                        "--out-dir", tmp_path / "reports", "--samples", ckpt / "samples_ddim.safetensors", check=False)
+    assert_one_line_error(result, "samples_ddim.safetensors", "not the VAE in", "rerun `make sample`")
+    assert not (tmp_path / "reports" / "fid.json").exists()
 
 
 def test_truncated_data_file_gives_one_line(pipeline, tmp_path):

@@ -114,6 +114,6 @@ def load_model(path: str | os.PathLike, model_class, device: torch.device | str 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0:2]
-        raise LdmError(f"{ckpt.path}: config does not match its tensors ({' '.join(first)})") from e
+        lines = str(e).strip().splitlines()  # a header, then one line per mismatched tensor
+        raise LdmError(f"{ckpt.path}: config does not match its tensors ({lines[-1].strip()})") from e
     return model.to(device).eval(), ckpt

@@ -10,6 +10,18 @@ from .data import default_data_dir
 from .utils import LdmError
 
 
+class StageParser(argparse.ArgumentParser):
+    """The scripts' parser: the docstring as description, and a bad option is one line on
+    stderr, `error: argument --x: ...`, exit status 2, like every other refusal."""
+
+    def __init__(self, description: str):
+        super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:

@@ -19,7 +19,6 @@ subset so that all rows can be compared at one size.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from ldm import __version__
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, positive_int, run
+from ldm.cli import StageParser, add_data_arg, add_device_args, add_preset_arg, positive_int, run
 from ldm.data import load_mnist
 from ldm.evaluation import RealFeatures, score_images, validation_images
 from ldm.images import digit_rows, save_rows
@@ -52,7 +51,7 @@ TRAINING_CHOICES = {  # name: DiffusionObjective fields changed from the preset'
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     add_data_arg(parser)
     add_preset_arg(parser)
     parser.add_argument("--classifier", default="checkpoints/classifier.safetensors", help="feature extractor")

@@ -8,10 +8,9 @@ latents unit variance; the diffusion trainer samples z from these and never runs
 
 from __future__ import annotations
 
-import argparse
 
 from ldm.checkpoint import load_model
-from ldm.cli import add_data_arg, add_device_args, run
+from ldm.cli import StageParser, add_data_arg, add_device_args, run
 from ldm.data import load_mnist
 from ldm.latents import LatentCache, encode_images, estimate_scale_factor, save_latent_cache
 from ldm.utils import check_writable, resolve_device, set_seed
@@ -19,7 +18,7 @@ from ldm.vae import VAE
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     add_data_arg(parser)
     parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE checkpoint")
     parser.add_argument("--out", default="checkpoints/latents.safetensors", help="latent cache written here")

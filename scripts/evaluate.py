@@ -17,7 +17,6 @@ Writes reports/fid.json, reports/fid.md and a PNG grid of each row's first 64 im
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from ldm import __version__
 from ldm.checkpoint import load_checkpoint, load_model
 from ldm.classifier import Classifier
-from ldm.cli import add_data_arg, add_device_args, positive_int, run
+from ldm.cli import StageParser, add_data_arg, add_device_args, positive_int, run
 from ldm.data import load_mnist, to_float
 from ldm.evaluation import (RealFeatures, class_histogram_table, markdown_table, random_baseline, score_images,
                             vae_prior_baseline, validation_images)
@@ -37,7 +36,7 @@ from ldm.vae import VAE
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     add_data_arg(parser)
     parser.add_argument("--classifier", default="checkpoints/classifier.safetensors", help="feature extractor")
     parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE for the prior baseline")

@@ -6,19 +6,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
-from ldm.cli import add_data_arg, run
+from ldm.cli import StageParser, add_data_arg, run
 from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
 from ldm.utils import LdmError, check_writable, write_text_atomic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     add_data_arg(parser)
     parser.add_argument("--download", action="store_true",
                         help="download missing files with torchvision (optional extra: pip install 'ldm[download]')")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ldm.checkpoint import save_checkpoint
-from ldm.cli import add_device_args, add_preset_arg, non_negative_float, positive_int, run
+from ldm.cli import StageParser, add_device_args, add_preset_arg, non_negative_float, positive_int, run
 from ldm.data import to_float
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import LatentDiffusion
@@ -35,7 +35,7 @@ def digit_prompt(text: str) -> int | str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     parser.add_argument("--unet", default="checkpoints/unet.safetensors", help="diffusion checkpoint")
     parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE checkpoint (decoder)")
     parser.add_argument("--weights", default="ema", choices=["ema", "raw"], help="which UNet weights to sample with")

@@ -10,14 +10,13 @@ classifier-free guidance. Writes <out-dir>/<data>.png, toy.json and toy.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
 from ldm import __version__
-from ldm.cli import positive_int, run
+from ldm.cli import StageParser, positive_int, run
 from ldm.toy import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
 from ldm.toy_data import TOY_DATASETS, get_toy_dataset
 from ldm.toy_plots import save_toy_figure
@@ -25,7 +24,7 @@ from ldm.utils import check_writable, describe_device, set_seed, write_text_atom
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     parser.add_argument("--data", nargs="+", default=list(TOY_DATASETS), help=f"of {', '.join(TOY_DATASETS)}")
     parser.add_argument("--settings", default="full", choices=list(TOY_SETTINGS),
                         help="full: the make toy run; fast: the size the tests use")

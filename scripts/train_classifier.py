@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 from ldm.checkpoint import fingerprint, save_model
 from ldm.classifier import Classifier, ClassifierConfig
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_training_args, run
+from ldm.cli import StageParser, add_data_arg, add_device_args, add_preset_arg, add_training_args, run
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.presets import get_preset
 from ldm.snapshot import Snapshot, snapshot_path
@@ -30,7 +29,7 @@ def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     add_data_arg(parser)
     add_preset_arg(parser)
     add_training_args(parser, out="checkpoints/classifier.safetensors", unit="images")

@@ -11,11 +11,10 @@ weights (used for sampling) and the raw weights under "raw/".
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
-from ldm.cli import (add_device_args, add_preset_arg, add_training_args, positive_float, positive_int, probability,
-                     run)
+from ldm.cli import (StageParser, add_device_args, add_preset_arg, add_training_args, positive_float, positive_int,
+                     probability, run)
 from ldm.diffusion import PREDICTIONS
 from ldm.latent_training import save_unet, train_unet
 from ldm.latents import load_latent_cache
@@ -26,7 +25,7 @@ from ldm.utils import check_writable, resolve_device, set_seed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     parser.add_argument("--latents", default="checkpoints/latents.safetensors", help="latent cache")
     add_preset_arg(parser)
     # Diffusion (unset: the preset's value)

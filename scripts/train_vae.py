@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import torch
 import torch.nn.functional as F
 
 from ldm.checkpoint import fingerprint, save_model
-from ldm.cli import add_data_arg, add_device_args, add_preset_arg, add_training_args, run
+from ldm.cli import StageParser, add_data_arg, add_device_args, add_preset_arg, add_training_args, run
 from ldm.data import BatchSampler, load_mnist, to_float
 from ldm.images import save_grid
 from ldm.presets import get_preset
@@ -38,7 +37,7 @@ def evaluate(vae: VAE, images: torch.Tensor, batch_size: int = 1000) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StageParser(__doc__)
     add_data_arg(parser)
     add_preset_arg(parser)
     add_training_args(parser, out="checkpoints/vae.safetensors", unit="images")

@@ -1,0 +1,63 @@
+"""Running the stage scripts as a user does (a subprocess each), for the end-to-end tests."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ldm.data import write_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--preset", "smoke", "--device", "cpu"]
+
+
+def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    quiet = [] if name == "prepare_data" else ["--no-progress"]  # stderr then holds only errors
+    result = subprocess.run([sys.executable, "-m", f"scripts.{name}", *map(str, args), *quiet], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def write_synthetic_mnist(folder: Path, train: int = 64, test: int = 32) -> Path:
+    """Random pixels and labels in the four IDX files: enough for every stage to run."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", train), ("t10k", test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n, dtype=np.uint8))
+    return folder
+
+
+def run_smoke_pipeline(tmp: Path) -> dict:
+    """Every stage with the `smoke` preset on synthetic MNIST; returns the folders and the
+    evaluate result."""
+    data, ckpt, reports = write_synthetic_mnist(tmp / "data"), tmp / "ckpt", tmp / "reports"
+    run_script("prepare_data", "--data-dir", data, "--out", ckpt / "data.json")
+    run_script("train_classifier", "--data-dir", data, *SMOKE, "--out", ckpt / "classifier.safetensors")
+    run_script("train_vae", "--data-dir", data, *SMOKE, "--out", ckpt / "vae.safetensors",
+               "--grid", reports / "vae.png")
+    run_script("encode_latents", "--data-dir", data, "--vae", ckpt / "vae.safetensors",
+               "--out", ckpt / "latents.safetensors")
+    run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--out", ckpt / "unet.safetensors")
+    models = ["--unet", ckpt / "unet.safetensors", "--vae", ckpt / "vae.safetensors"]
+    for sampler in ("ddpm", "ddim"):
+        run_script("sample", *models, *SMOKE, "--sampler", sampler, "--num-samples", 16,
+                   "--out", ckpt / f"samples_{sampler}.safetensors")
+    run_script("sample", *models, *SMOKE, "--digit", "all", "--num-samples", 20, "--strip",
+               "--out", ckpt / "samples_digits.safetensors")
+    evaluate = run_script("evaluate", "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
+                          "--vae", ckpt / "vae.safetensors", "--num-images", 16, "--out-dir", reports,
+                          "--device", "cpu", "--samples", ckpt / "samples_ddpm.safetensors",
+                          ckpt / "samples_ddim.safetensors", ckpt / "samples_digits.safetensors")
+    return {"data": data, "ckpt": ckpt, "reports": reports, "models": models, "evaluate": evaluate}

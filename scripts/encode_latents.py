@@ -36,7 +36,7 @@ def main() -> None:
     test_mean, test_logvar = encode_images(vae, test_images, device, progress=progress)
     scale = estimate_scale_factor(train_mean, train_logvar)
     cache = LatentCache(train_mean, train_logvar, test_mean, test_logvar, train_labels.long(), test_labels.long(),
-                        scale, vae_ckpt.fingerprint, {"data_dir": args.data_dir, "vae_path": args.vae})
+                        scale, vae_ckpt.fingerprint, {"data_dir": args.data_dir, "vae_path": args.vae, "seed": args.seed})
     save_latent_cache(args.out, cache)
     print(f"encoded {len(train_mean)} train and {len(test_mean)} test images to latents of shape "
           f"{cache.latent_shape}; scale factor {scale:.4f}; wrote {args.out}")

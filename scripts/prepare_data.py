@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ldm import __version__
 from ldm.cli import StageParser, add_data_arg, run
 from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
 from ldm.utils import LdmError, check_writable, write_text_atomic
@@ -34,7 +35,8 @@ def main() -> None:
             Path(args.data_dir).mkdir(parents=True, exist_ok=True)
             download_mnist(args.data_dir)
 
-    summary = {"data_dir": str(Path(args.data_dir).resolve())}
+    summary = {"data_dir": str(Path(args.data_dir).resolve()), "torch_version": torch.__version__,
+               "ldm_version": __version__}
     for split in FILE_STEMS:
         images, labels = load_mnist(args.data_dir, split)
         summary[split] = {"count": len(images), "class_counts": torch.bincount(labels, minlength=10).tolist(),

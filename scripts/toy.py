@@ -49,7 +49,8 @@ def main() -> None:
               f"Gaussian {row['gaussian']:.4f}, {distances}; wrote {out_dir / (dataset.name + '.png')}")
         rows.append(row)
     report = {"settings": args.settings, "num_samples": args.num_samples, "seed": args.seed,
-              "device": describe_device(torch.device("cpu")), "torch": torch.__version__, "ldm": __version__, "rows": rows}
+              "device": describe_device(torch.device("cpu")), "torch_version": torch.__version__, "ldm_version": __version__,
+              "rows": rows}
     write_text_atomic(out_dir / "toy.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "toy.md", toy_markdown(rows))
     print(f"wrote {out_dir / 'toy.json'} and {out_dir / 'toy.md'}")

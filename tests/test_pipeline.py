@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from stage_scripts import ROOT, run_script
 
+from ldm import __version__
 from ldm.checkpoint import load_checkpoint
 from ldm.presets import PRESETS
 
@@ -30,6 +32,19 @@ def test_every_stage_writes_its_outputs(pipeline):
     vae = load_checkpoint(ckpt / "vae.safetensors", "vae")
     assert latents.info["vae_fingerprint"] == vae.fingerprint
     assert latents.tensors["train_mean"].shape == (64, 2, 7, 7) and latents.tensors["test_logvar"].shape == (32, 2, 7, 7)
+
+
+def test_every_output_records_seed_and_versions(pipeline):
+    ckpt, reports = pipeline["ckpt"], pipeline["reports"]
+    for name in ("classifier", "vae", "latents", "unet", "samples_ddpm", "samples_digits"):
+        with safe_open(str(ckpt / f"{name}.safetensors"), "pt") as f:
+            metadata = f.metadata()
+        assert metadata["torch_version"] == torch.__version__ and metadata["ldm_version"] == __version__, name
+        assert json.loads(metadata["info"])["seed"] == 0, name
+    for report in (ckpt / "data.json", reports / "fid.json"):
+        written = json.loads(report.read_text())
+        assert written["torch_version"] == torch.__version__ and written["ldm_version"] == __version__, report
+    assert json.loads((reports / "fid.json").read_text())["seed"] == 0
 
 
 def test_fid_table_has_every_row(pipeline):

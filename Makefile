@@ -4,7 +4,8 @@
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~35 min on 2 CPU cores)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
-# N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement).
+# N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
+# COMPILE=1 (torch.compile the UNet in training and sampling).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,6 +23,8 @@ CKPT := checkpoints
 REPORTS := reports
 RUN := $(PY) -m
 COMMON := --device $(DEVICE) --seed $(SEED)
+COMPILE ?=
+COMPILE_FLAG := $(if $(COMPILE),--compile)
 
 .PHONY: all install data classifier vae latents diffusion sample evaluate bench toy test clean FORCE
 
@@ -71,14 +74,15 @@ $(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
 	$(RUN) scripts.encode_latents --data-dir $(DATA) --vae $< $(COMMON) --out $@
 
 $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors
-	$(RUN) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) --out $@
+	$(RUN) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
 
 $(CKPT)/samples_%.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(RUN) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) --out $@
+	$(RUN) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
 
 # Digit prompts 0-9 in turn with the preset's guidance; also a picture of the denoising chain.
 $(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(RUN) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) --out $@
+	$(RUN) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) \
+		--out $@
 
 $(REPORTS)/toy/toy.json: $(VENV)/.installed
 	$(RUN) scripts.toy --seed $(SEED) --out-dir $(REPORTS)/toy
@@ -87,7 +91,7 @@ $(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(SAMPLES)
 	$(RUN) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) --samples $(SAMPLES)
 
 $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
-	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
+	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

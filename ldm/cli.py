@@ -58,6 +58,11 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_compile_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet (pays a one-off compilation, about a minute, for faster steps)")
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:

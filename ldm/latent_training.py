@@ -24,8 +24,12 @@ from .unet import UNet, UNetConfig
 
 def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjective, settings: TrainSettings, *,
                seed: int, device: torch.device, progress: bool = True, desc: str = "diffusion",
-               snapshot_to: str | os.PathLike | None = None, save_every: int = 0) -> tuple[UNet, UNet, dict]:
+               snapshot_to: str | os.PathLike | None = None, save_every: int = 0,
+               compile: bool = False) -> tuple[UNet, UNet, dict]:
     """Train a UNet on `cache`; return (EMA model, raw model, info for the checkpoint).
+
+    With `compile`, the training steps run the UNet through torch.compile; the weights, EMA and
+    snapshots are those of the plain module either way.
 
     With `snapshot_to`, the training state is saved there every `save_every` steps and at the
     end, and a run with the same settings and latents resumes from it.
@@ -49,7 +53,7 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
         index = sampler.next().to(device)
         return cache.sample(index), cache.train_labels[index] if num_classes else None
 
-    step_loss = diffusion_step_loss(unet, objective, schedule, next_batch, num_classes, device)
+    step_loss = diffusion_step_loss(torch.compile(unet) if compile else unet, objective, schedule, next_batch, num_classes, device)
     start = time.time()
     logged = run_training(unet, step_loss, steps=settings.steps, lr=settings.lr,
                           warmup_steps=min(settings.warmup_steps, settings.steps), ema=ema, snapshot=snapshot,
@@ -59,7 +63,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
                               label_dropout=objective.label_dropout if num_classes else None),
             "vae_fingerprint": cache.vae_fingerprint, "training": dataclasses.asdict(settings), "seed": seed,
             "ema_decay": ema.decay(), "final_loss": logged, "train_seconds": seconds,
-            "latents_per_second": settings.steps * settings.batch_size / seconds, "device": str(device)}
+            "latents_per_second": settings.steps * settings.batch_size / seconds, "device": str(device),
+            "compiled": compile}
     return ema.model, unet, info
 
 

@@ -33,11 +33,17 @@ class LatentDiffusion:
     prediction: str  # what the UNet outputs: eps or v
     unet_ckpt: Checkpoint
     vae_ckpt: Checkpoint
+    denoiser: torch.nn.Module | None = None  # what the samplers call: the UNet, or torch.compile(UNet)
+
+    def __post_init__(self):
+        if self.denoiser is None:
+            self.denoiser = self.unet
 
     @classmethod
     def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device,
-             weights: str = "ema") -> "LatentDiffusion":
-        """Load both models and check that the UNet was trained on latents of this very VAE."""
+             weights: str = "ema", compile: bool = False) -> "LatentDiffusion":
+        """Load both models and check that the UNet was trained on latents of this very VAE;
+        with `compile`, sample through torch.compile(UNet)."""
         if weights not in ("ema", "raw"):
             raise LdmError(f"--weights {weights!r}: choose ema or raw")
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
@@ -48,7 +54,7 @@ class LatentDiffusion:
         diffusion = unet_ckpt.info["diffusion"]
         schedule = NoiseSchedule.from_name(diffusion["schedule"], diffusion["num_timesteps"])
         return cls(unet, vae, schedule, float(diffusion["scale_factor"]), diffusion.get("prediction", "eps"),
-                   unet_ckpt, vae_ckpt)
+                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else None)
 
     @property
     def num_classes(self) -> int:
@@ -70,7 +76,7 @@ class LatentDiffusion:
         if labels is not None and not self.num_classes:
             raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it cannot be prompted with digits")
         device = next(self.unet.parameters()).device
-        model = as_eps_model(guided_model(self.unet, None if labels is None else labels.to(device), guidance,
+        model = as_eps_model(guided_model(self.denoiser, None if labels is None else labels.to(device), guidance,
                                           self.num_classes), self.schedule, self.prediction)
         shape = (num_samples, self.unet.config.in_channels, 7, 7)
         kwargs = dict(generator=generator, device=device, progress=progress, callback=callback)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ldm import __version__
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import StageParser, add_data_arg, add_device_args, add_preset_arg, positive_int, run
+from ldm.cli import StageParser, add_compile_arg, add_data_arg, add_device_args, add_preset_arg, positive_int, run
 from ldm.data import load_mnist
 from ldm.evaluation import RealFeatures, score_images, validation_images
 from ldm.images import digit_rows, save_rows
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--out-dir", default="reports", help="bench.json, bench.md and pictures go here")
     parser.add_argument("--work-dir", default="checkpoints/bench", help="UNets of the training study go here")
     add_device_args(parser)
+    add_compile_arg(parser)
     args = parser.parse_args()
 
     out_dir, work_dir = Path(args.out_dir), Path(args.work_dir)
@@ -103,7 +104,7 @@ def main() -> None:
     score("floor", "Validation", validation)
 
     # 2. samplers, on the trained UNet
-    model = LatentDiffusion.load(args.unet, args.vae, device)
+    model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile)
     samplers = [(f"DDIM-{s}", n, dict(sampler="ddim", steps=s)) for s in DDIM_STEPS]
     samplers += [("DDPM-100 σ²=β̃", n, dict(sampler="ddpm", steps=100, variance="beta_tilde")),
                  ("DDPM-1000 σ²=β̃", subset, dict(sampler="ddpm", steps=1000, variance="beta_tilde")),
@@ -130,15 +131,17 @@ def main() -> None:
         for name, change in TRAINING_CHOICES.items():
             objective = dataclasses.replace(preset.objective, **change)
             ema_model, raw_model, info = train_unet(cache, preset.unet_model, objective, settings, seed=args.seed,
-                                                    device=device, progress=progress, desc=name)
+                                                    device=device, progress=progress, desc=name,
+                                                    compile=args.compile)
             path = work_dir / f"unet_{len(rows)}.safetensors"
             save_unet(path, ema_model, raw_model, info)
-            images, seconds = timed_sample(LatentDiffusion.load(path, args.vae, device), n, sampler="ddim", steps=50)
+            trained = LatentDiffusion.load(path, args.vae, device, compile=args.compile)
+            images, seconds = timed_sample(trained, n, sampler="ddim", steps=50)
             score("training", name, images, seconds=seconds, train_steps=settings.steps,
                   latents_per_second=info["latents_per_second"], objective=info["diffusion"], checkpoint=str(path))
 
     report = {"rows": rows, "num_images": n, "subset": subset, "preset": preset.name, "seed": args.seed,
-              "device": describe_device(device), "unet": args.unet, "unet_training": model.unet_ckpt.info,
+              "compiled": args.compile, "device": describe_device(device), "unet": args.unet, "unet_training": model.unet_ckpt.info,
               "classifier_test_accuracy": classifier_ckpt.info.get("test_accuracy"), "data_dir": args.data_dir,
               "train_images": len(train_images), "torch_version": torch.__version__, "ldm_version": __version__}
     write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ldm.checkpoint import save_checkpoint
-from ldm.cli import StageParser, add_device_args, add_preset_arg, non_negative_float, positive_int, run
+from ldm.cli import StageParser, add_compile_arg, add_device_args, add_preset_arg, non_negative_float, positive_int, run
 from ldm.data import to_float
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import LatentDiffusion
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--strip", action="store_true",
                         help="also write <out>_process.png: x̂_0 across the chain for 8 samples, one row each")
     add_device_args(parser)
+    add_compile_arg(parser)
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -70,7 +71,7 @@ def main() -> None:
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
     check_writable(out)
-    model = LatentDiffusion.load(args.unet, args.vae, device, args.weights)
+    model = LatentDiffusion.load(args.unet, args.vae, device, args.weights, compile=args.compile)
     steps = args.steps or (preset.ddpm_steps if args.sampler == "ddpm" else preset.ddim_steps)
     if steps > model.schedule.num_timesteps:
         raise LdmError(f"--steps {steps}: at most T = {model.schedule.num_timesteps}")
@@ -93,7 +94,7 @@ def main() -> None:
     info = {"label": label, "sampler": args.sampler, "steps": steps, "eta": args.eta, "variance": args.variance,
             "digit": args.digit, "guidance": guidance if labels is not None else None,
             "seed": args.seed, "weights": args.weights, "unet_fingerprint": model.unet_ckpt.fingerprint,
-            "vae_fingerprint": model.vae_ckpt.fingerprint, "seconds": seconds, "device": str(device)}
+            "vae_fingerprint": model.vae_ckpt.fingerprint, "seconds": seconds, "device": str(device), "compiled": args.compile}
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
     save_checkpoint(out, tensors, "samples", info=info)
     per_digit = min(10, args.num_samples // 10)

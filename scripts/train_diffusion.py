@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ldm.cli import (StageParser, add_device_args, add_preset_arg, add_training_args, positive_float, positive_int,
+from ldm.cli import (StageParser, add_compile_arg, add_device_args, add_preset_arg, add_training_args, positive_float, positive_int,
                      probability, run)
 from ldm.diffusion import PREDICTIONS
 from ldm.latent_training import save_unet, train_unet
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--label-dropout", type=probability, help="fraction of labels dropped for guidance")
     add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
     add_device_args(parser)
+    add_compile_arg(parser)
     args = parser.parse_args()
 
     check_writable(args.out)
@@ -51,7 +52,8 @@ def main() -> None:
     cache = load_latent_cache(args.latents, device)
     ema_model, raw_model, info = train_unet(cache, preset.unet_model, objective, settings, seed=args.seed,
                                             device=device, progress=not args.no_progress,
-                                            snapshot_to=snapshot_path(args.out), save_every=args.save_every)
+                                            snapshot_to=snapshot_path(args.out), save_every=args.save_every,
+                                            compile=args.compile)
     print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
           f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
     save_unet(args.out, ema_model, raw_model, dict(info, preset=preset.name, latents=str(args.latents)))

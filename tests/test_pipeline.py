@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from stage_scripts import ROOT, run_script
+from stage_scripts import ROOT, SMOKE, run_script
 
 from ldm import __version__
 from ldm.checkpoint import load_checkpoint
@@ -95,6 +95,18 @@ def test_v_prediction_cosine_min_snr_model_trains_and_samples(pipeline, tmp_path
     assert unet.info["diffusion"]["prediction"] == "v" and unet.info["diffusion"]["min_snr_gamma"] == 5
     run_script("sample", "--unet", tmp_path / "v.safetensors", "--vae", ckpt / "vae.safetensors", "--preset", "smoke",
                "--device", "cpu", "--num-samples", 4, "--out", tmp_path / "s.safetensors")
+
+
+def test_compiled_unet_trains_and_samples_like_the_eager_one(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--compile",
+               "--out", tmp_path / "u.safetensors")
+    assert load_checkpoint(tmp_path / "u.safetensors", "unet").info["compiled"] is True
+    run_script("sample", *pipeline["models"], *SMOKE, "--compile", "--sampler", "ddim", "--num-samples", 16,
+               "--out", tmp_path / "s.safetensors")
+    compiled = load_checkpoint(tmp_path / "s.safetensors", "samples").tensors["images"].int()
+    eager = load_checkpoint(ckpt / "samples_ddim.safetensors", "samples").tensors["images"].int()
+    assert (compiled - eager).abs().max() <= 1  # fused kernels round differently, by a grey level at most
 
 
 def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):

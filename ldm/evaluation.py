@@ -92,6 +92,18 @@ def vae_prior_baseline(vae: VAE, n: int, generator: torch.Generator, device: tor
                       for i in range(0, n, batch_size)])
 
 
+@torch.no_grad()
+def vae_reconstructions(vae: VAE, images: torch.Tensor, generator: torch.Generator, device: torch.device,
+                        batch_size: int = 1000) -> torch.Tensor:
+    """Images through the VAE, decoding z = μ + σ·ε: the best a model of the latents can reach."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        mean, logvar = vae.encode(to_float(images[i:i + batch_size]).to(device))
+        noise = torch.randn(mean.shape, generator=generator).to(device)
+        out.append(to_uint8(vae.decode(mean + torch.exp(0.5 * logvar) * noise)))
+    return torch.cat(out)
+
+
 def markdown_table(rows: list[dict]) -> str:
     """rows: dicts with name and score_images' keys; the first row is the floor."""
     floor = rows[0]["fid"]

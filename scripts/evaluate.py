@@ -5,6 +5,7 @@ of images in every row:
   Validation   real training images: the floor
   Random       Gaussian noise with the training pixels' mean and std, clipped to [0, 1]
   VAE          the decoder applied to z ~ N(0, I)
+  VAE reconstruction   the Validation images encoded and decoded: the ceiling of latent diffusion
   Diffusion    one row per samples file (scripts/sample.py)
 
 Each row also gets k-NN precision and recall, the classifier's digit histogram, a memorisation
@@ -29,7 +30,7 @@ from ldm.classifier import Classifier
 from ldm.cli import StageParser, add_data_arg, add_device_args, positive_int, run
 from ldm.data import load_mnist, to_float
 from ldm.evaluation import (RealFeatures, class_histogram_table, markdown_table, random_baseline, score_images,
-                            vae_prior_baseline, validation_images)
+                            vae_prior_baseline, vae_reconstructions, validation_images)
 from ldm.images import save_grid
 from ldm.utils import LdmError, check_writable, describe_device, resolve_device, set_seed, write_text_atomic
 from ldm.vae import VAE
@@ -67,9 +68,12 @@ def main() -> None:
                            f"({vae_ckpt.fingerprint}); rerun `make sample`")
         diffusion_rows.append((f"Diffusion {ckpt.info['label']}", images[:n],
                                None if labels is None else labels[:n], dict(ckpt.info, file=str(path))))
-    rows = [("Validation", validation_images(train_images, n, generator), None, {}),
+    validation = validation_images(train_images, n, generator)
+    vae_source = {"vae_fingerprint": vae_ckpt.fingerprint}
+    rows = [("Validation", validation, None, {}),
             ("Random", random_baseline(train_images, n, generator), None, {}),
-            ("VAE", vae_prior_baseline(vae, n, generator, device), None, {"vae_fingerprint": vae_ckpt.fingerprint}),
+            ("VAE", vae_prior_baseline(vae, n, generator, device), None, vae_source),
+            ("VAE reconstruction", vae_reconstructions(vae, validation, generator, device), None, vae_source),
             *diffusion_rows]
 
     progress = not args.no_progress
@@ -78,7 +82,7 @@ def main() -> None:
     results = []
     for name, images, labels, info in rows:
         row = {"name": name, **score_images(classifier, real, images, device, labels=labels,
-                                            from_training_set=name == "Validation", progress=progress)}
+                                            from_training_set=name in ("Validation", "VAE reconstruction"), progress=progress)}
         row["grid"] = str(out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")
         save_grid(to_float(images[:64]), row["grid"], nrow=8)
         results.append(dict(row, source=info) if info else row)

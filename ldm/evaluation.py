@@ -14,6 +14,7 @@ import torch
 
 from .classifier import Classifier
 from .data import NUM_CLASSES, to_float
+from .latents import encode_images
 from .metrics import (classifier_features, feature_statistics, frechet_distance, nearest_neighbour_distance,
                       precision_recall)
 from .pipeline import to_uint8
@@ -96,12 +97,9 @@ def vae_prior_baseline(vae: VAE, n: int, generator: torch.Generator, device: tor
 def vae_reconstructions(vae: VAE, images: torch.Tensor, generator: torch.Generator, device: torch.device,
                         batch_size: int = 1000) -> torch.Tensor:
     """Images through the VAE, decoding z = μ + σ·ε: the best a model of the latents can reach."""
-    out = []
-    for i in range(0, len(images), batch_size):
-        mean, logvar = vae.encode(to_float(images[i:i + batch_size]).to(device))
-        noise = torch.randn(mean.shape, generator=generator).to(device)
-        out.append(to_uint8(vae.decode(mean + torch.exp(0.5 * logvar) * noise)))
-    return torch.cat(out)
+    mean, logvar = encode_images(vae, images, device, batch_size)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
+    return torch.cat([to_uint8(vae.decode(z[i:i + batch_size].to(device))) for i in range(0, len(z), batch_size)])
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -53,7 +53,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
         index = sampler.next().to(device)
         return cache.sample(index), cache.train_labels[index] if num_classes else None
 
-    step_loss = diffusion_step_loss(torch.compile(unet) if compile else unet, objective, schedule, next_batch, num_classes, device)
+    forward = torch.compile(unet) if compile else unet
+    step_loss = diffusion_step_loss(forward, objective, schedule, next_batch, num_classes, device)
     start = time.time()
     logged = run_training(unet, step_loss, steps=settings.steps, lr=settings.lr,
                           warmup_steps=min(settings.warmup_steps, settings.steps), ema=ema, snapshot=snapshot,

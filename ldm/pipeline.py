@@ -33,11 +33,7 @@ class LatentDiffusion:
     prediction: str  # what the UNet outputs: eps or v
     unet_ckpt: Checkpoint
     vae_ckpt: Checkpoint
-    denoiser: torch.nn.Module | None = None  # what the samplers call: the UNet, or torch.compile(UNet)
-
-    def __post_init__(self):
-        if self.denoiser is None:
-            self.denoiser = self.unet
+    denoiser: torch.nn.Module  # what the samplers call: the UNet, or torch.compile(UNet)
 
     @classmethod
     def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device,
@@ -54,7 +50,7 @@ class LatentDiffusion:
         diffusion = unet_ckpt.info["diffusion"]
         schedule = NoiseSchedule.from_name(diffusion["schedule"], diffusion["num_timesteps"])
         return cls(unet, vae, schedule, float(diffusion["scale_factor"]), diffusion.get("prediction", "eps"),
-                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else None)
+                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else unet)
 
     @property
     def num_classes(self) -> int:

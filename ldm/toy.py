@@ -101,10 +101,10 @@ def gaussian_like(points: np.ndarray, seed: int) -> np.ndarray:
 
 
 def evaluate_toy(model: ToyDiffusion, dataset: ToyDataset, num_samples: int, seed: int,
-                 ) -> tuple[dict, dict[str, np.ndarray]]:
+                 ) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
     """Distances to fresh data (sliced W1, raw units) of each sampler's output, of a second fresh
     draw (the floor at this sample size) and of `gaussian_like` noise; with a conditional model,
-    also the fraction of each prompt's samples below zero. Returns (row, samples by name)."""
+    also the fraction of each prompt's samples below zero. Returns (row, the fresh data, samples by name)."""
     fresh = dataset.sample(num_samples, seed + 1)[0]
     row = {"data": dataset.name, "train_seconds": model.train_seconds,
            "floor": sliced_wasserstein(dataset.sample(num_samples, seed + 2)[0], fresh),
@@ -121,7 +121,7 @@ def evaluate_toy(model: ToyDiffusion, dataset: ToyDataset, num_samples: int, see
             name = f"'{label}', DDPM-1000"
             samples[name] = model.sample(num_samples, seed=seed, labels=torch.full((num_samples,), index))
             row["prompts"][label] = {"below_zero": float((samples[name] < 0).mean())}
-    return row, samples
+    return row, fresh, samples
 
 
 def toy_markdown(rows: list[dict]) -> str:

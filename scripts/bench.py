@@ -141,7 +141,8 @@ def main() -> None:
                   latents_per_second=info["latents_per_second"], objective=info["diffusion"], checkpoint=str(path))
 
     report = {"rows": rows, "num_images": n, "subset": subset, "preset": preset.name, "seed": args.seed,
-              "compiled": args.compile, "device": describe_device(device), "unet": args.unet, "unet_training": model.unet_ckpt.info,
+              "compiled": args.compile, "device": describe_device(device), "unet": args.unet,
+              "unet_training": model.unet_ckpt.info,
               "classifier_test_accuracy": classifier_ckpt.info.get("test_accuracy"), "data_dir": args.data_dir,
               "train_images": len(train_images), "torch_version": torch.__version__, "ldm_version": __version__}
     write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")

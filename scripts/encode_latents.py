@@ -8,7 +8,6 @@ latents unit variance; the diffusion trainer samples z from these and never runs
 
 from __future__ import annotations
 
-
 from ldm.checkpoint import load_model
 from ldm.cli import StageParser, add_data_arg, add_device_args, run
 from ldm.data import load_mnist
@@ -36,7 +35,8 @@ def main() -> None:
     test_mean, test_logvar = encode_images(vae, test_images, device, progress=progress)
     scale = estimate_scale_factor(train_mean, train_logvar)
     cache = LatentCache(train_mean, train_logvar, test_mean, test_logvar, train_labels.long(), test_labels.long(),
-                        scale, vae_ckpt.fingerprint, {"data_dir": args.data_dir, "vae_path": args.vae, "seed": args.seed})
+                        scale, vae_ckpt.fingerprint,
+                        {"data_dir": args.data_dir, "vae_path": args.vae, "seed": args.seed})
     save_latent_cache(args.out, cache)
     print(f"encoded {len(train_mean)} train and {len(test_mean)} test images to latents of shape "
           f"{cache.latent_shape}; scale factor {scale:.4f}; wrote {args.out}")

@@ -81,8 +81,9 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     results = []
     for name, images, labels, info in rows:
+        from_training_set = name in ("Validation", "VAE reconstruction")  # memorisation is meaningless there
         row = {"name": name, **score_images(classifier, real, images, device, labels=labels,
-                                            from_training_set=name in ("Validation", "VAE reconstruction"), progress=progress)}
+                                            from_training_set=from_training_set, progress=progress)}
         row["grid"] = str(out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")
         save_grid(to_float(images[:64]), row["grid"], nrow=8)
         results.append(dict(row, source=info) if info else row)

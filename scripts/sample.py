@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ldm.checkpoint import save_checkpoint
-from ldm.cli import StageParser, add_compile_arg, add_device_args, add_preset_arg, non_negative_float, positive_int, run
+from ldm.cli import (StageParser, add_compile_arg, add_device_args, add_preset_arg, non_negative_float, positive_int,
+                     run)
 from ldm.data import to_float
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import LatentDiffusion
@@ -94,7 +95,8 @@ def main() -> None:
     info = {"label": label, "sampler": args.sampler, "steps": steps, "eta": args.eta, "variance": args.variance,
             "digit": args.digit, "guidance": guidance if labels is not None else None,
             "seed": args.seed, "weights": args.weights, "unet_fingerprint": model.unet_ckpt.fingerprint,
-            "vae_fingerprint": model.vae_ckpt.fingerprint, "seconds": seconds, "device": str(device), "compiled": args.compile}
+            "vae_fingerprint": model.vae_ckpt.fingerprint, "seconds": seconds, "device": str(device),
+            "compiled": args.compile}
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
     save_checkpoint(out, tensors, "samples", info=info)
     per_digit = min(10, args.num_samples // 10)

@@ -42,15 +42,15 @@ def main() -> None:
         set_seed(args.seed)
         model = train_toy(dataset, TOY_SETTINGS[args.settings], conditional=bool(dataset.label_names),
                           seed=args.seed, progress=not args.no_progress)
-        row, samples = evaluate_toy(model, dataset, args.num_samples, args.seed)
-        save_toy_figure(dataset.sample(args.num_samples, args.seed + 1)[0], samples, out_dir / f"{dataset.name}.png")
+        row, fresh, samples = evaluate_toy(model, dataset, args.num_samples, args.seed)
+        save_toy_figure(fresh, samples, out_dir / f"{dataset.name}.png")
         distances = ", ".join(f"{name} {s['distance']:.4f}" for name, s in row["samplers"].items())
         print(f"{dataset.name}: trained in {model.train_seconds:.0f}s; W1 to fresh data: floor {row['floor']:.4f}, "
               f"Gaussian {row['gaussian']:.4f}, {distances}; wrote {out_dir / (dataset.name + '.png')}")
         rows.append(row)
     report = {"settings": args.settings, "num_samples": args.num_samples, "seed": args.seed,
-              "device": describe_device(torch.device("cpu")), "torch_version": torch.__version__, "ldm_version": __version__,
-              "rows": rows}
+              "device": describe_device(torch.device("cpu")), "torch_version": torch.__version__,
+              "ldm_version": __version__, "rows": rows}
     write_text_atomic(out_dir / "toy.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "toy.md", toy_markdown(rows))
     print(f"wrote {out_dir / 'toy.json'} and {out_dir / 'toy.md'}")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ldm.cli import (StageParser, add_compile_arg, add_device_args, add_preset_arg, add_training_args, positive_float, positive_int,
-                     probability, run)
+from ldm.cli import (StageParser, add_compile_arg, add_device_args, add_preset_arg, add_training_args, positive_float,
+                     positive_int, probability, run)
 from ldm.diffusion import PREDICTIONS
 from ldm.latent_training import save_unet, train_unet
 from ldm.latents import load_latent_cache

@@ -29,6 +29,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:  # numpy's seeding range, used by set_seed and the toy data
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {value}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -54,7 +61,7 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="where to run; auto takes CUDA when available")
-    group.add_argument("--seed", type=int, default=0, help="seeds data order, initialisation and noise")
+    group.add_argument("--seed", type=seed, default=0, help="seeds data order, initialisation and noise")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

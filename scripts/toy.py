@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ldm import __version__
-from ldm.cli import StageParser, positive_int, run
+from ldm.cli import StageParser, positive_int, run, seed
 from ldm.toy import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
 from ldm.toy_data import TOY_DATASETS, get_toy_dataset
 from ldm.toy_plots import save_toy_figure
@@ -30,7 +30,7 @@ def main() -> None:
                         help="full: the make toy run; fast: the size the tests use")
     parser.add_argument("--num-samples", type=positive_int, default=4000, help="samples per sampler and data set")
     parser.add_argument("--out-dir", default="reports/toy", help="PNGs, toy.json and toy.md go here")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the data, initialisation and noise")
+    parser.add_argument("--seed", type=seed, default=0, help="seeds the data, initialisation and noise")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args()
 

@@ -136,6 +136,12 @@ CASES = {
         lambda p, out, tmp, other: evaluate(p, out, p["ckpt"] / "vae.safetensors",
                                             p["ckpt"] / "samples_ddim.safetensors", num_images=17),
         ["samples_ddim.safetensors", "holds 16 images, the table needs 17"]),
+    "negative seed": (
+        lambda p, out, tmp, other: sample(p, out, "--seed", -1),
+        ["argument --seed: must be in [0, 2**32), got -1"]),
+    "negative seed of the toy script": (
+        lambda p, out, tmp, other: ("toy", ["--seed", -1, "--out-dir", out]),
+        ["argument --seed: must be in [0, 2**32), got -1"]),
     "negative guidance": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance", -0.5),
         ["argument --guidance: must be >= 0, got -0.5"]),

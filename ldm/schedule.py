@@ -15,7 +15,9 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """Cosine schedule, eq. (17) of Nichol & Dhariwal 2021 (arXiv:2102.09672):
-    ᾱ(t) = cos²((t/T + s) / (1 + s) · π/2), β_t = 1 - ᾱ(t+1)/ᾱ(t), clipped at max_beta."""
+    ᾱ(t) = cos²((t/T + s) / (1 + s) · π/2), β_t = 1 - ᾱ(t+1)/ᾱ(t), clipped at max_beta.
+    ᾱ_{T-1} ≈ 2e-9, so an ε-predictor's x̂_0 = (x_t - √(1-ᾱ) ε̂)/√ᾱ there multiplies its error by
+    ~2e4 (pixel-space codebases clip x̂_0; latents have no range to clip to): pair it with v."""
     t = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
     alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)

@@ -67,21 +67,21 @@ def main() -> None:
             raise LdmError(f"{path}: decoded with VAE {ckpt.info.get('vae_fingerprint')}, not the VAE in {args.vae} "
                            f"({vae_ckpt.fingerprint}); rerun `make sample`")
         diffusion_rows.append((f"Diffusion {ckpt.info['label']}", images[:n],
-                               None if labels is None else labels[:n], dict(ckpt.info, file=str(path))))
+                               None if labels is None else labels[:n], dict(ckpt.info, file=str(path)), False))
     validation = validation_images(train_images, n, generator)
     vae_source = {"vae_fingerprint": vae_ckpt.fingerprint}
-    rows = [("Validation", validation, None, {}),
-            ("Random", random_baseline(train_images, n, generator), None, {}),
-            ("VAE", vae_prior_baseline(vae, n, generator, device), None, vae_source),
-            ("VAE reconstruction", vae_reconstructions(vae, validation, generator, device), None, vae_source),
+    # (name, images, prompted labels, source, made from training images: no memorisation score)
+    rows = [("Validation", validation, None, {}, True),
+            ("Random", random_baseline(train_images, n, generator), None, {}, False),
+            ("VAE", vae_prior_baseline(vae, n, generator, device), None, vae_source, False),
+            ("VAE reconstruction", vae_reconstructions(vae, validation, generator, device), None, vae_source, True),
             *diffusion_rows]
 
     progress = not args.no_progress
     real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)
     out_dir = Path(args.out_dir)
     results = []
-    for name, images, labels, info in rows:
-        from_training_set = name in ("Validation", "VAE reconstruction")  # memorisation is meaningless there
+    for name, images, labels, info, from_training_set in rows:
         row = {"name": name, **score_images(classifier, real, images, device, labels=labels,
                                             from_training_set=from_training_set, progress=progress)}
         row["grid"] = str(out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")

@@ -16,6 +16,7 @@ from stage_scripts import ROOT, SMOKE, run_script
 from ldm import __version__
 from ldm.checkpoint import load_checkpoint
 from ldm.presets import PRESETS
+from scripts.bench import TRAINING_CHOICES
 
 SMOKE_GUIDANCE = PRESETS["smoke"].guidance  # the scale make-style runs prompt with
 
@@ -118,11 +119,13 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
     report = json.loads((tmp_path / "bench.json").read_text())
     studies = [row["study"] for row in report["rows"]]
     assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 4
-    assert studies.count("training") == 4
+    assert [row["name"] for row in report["rows"] if row["study"] == "training"] == list(TRAINING_CHOICES)
     by_name = {row["name"]: row for row in report["rows"]}
     assert by_name["DDPM-1000 σ²=β"]["images"] == 8 and by_name["DDIM-50"]["images"] == 16
     assert all(row["images_per_second"] > 0 for row in report["rows"] if row["study"] != "floor")
     assert by_name["linear, v"]["objective"]["prediction"] == "v"
+    assert by_name["cosine, v"]["objective"]["schedule"] == "cosine"
+    assert by_name["linear, v, 20% labels dropped"]["objective"]["label_dropout"] == 0.2
     for picture in ("bench_digits.png", "bench_process.png", "bench.md"):
         assert (tmp_path / picture).is_file()
 

@@ -49,7 +49,7 @@ TRAINING_CHOICES = {
     "linear, v": {"schedule": "linear", "prediction": "v"},
     "cosine, v": {"schedule": "cosine", "prediction": "v"},
     "linear, ε, min-SNR-5": {"schedule": "linear", "prediction": "eps", "min_snr_gamma": 5.0},
-    "linear, v, 20% labels dropped": {"schedule": "linear", "prediction": "v", "label_dropout": 0.2},
+    "cosine, v, 20% labels dropped": {"schedule": "cosine", "prediction": "v", "label_dropout": 0.2},
 }
 
 

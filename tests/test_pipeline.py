@@ -125,7 +125,7 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
     assert all(row["images_per_second"] > 0 for row in report["rows"] if row["study"] != "floor")
     assert by_name["linear, v"]["objective"]["prediction"] == "v"
     assert by_name["cosine, v"]["objective"]["schedule"] == "cosine"
-    assert by_name["linear, v, 20% labels dropped"]["objective"]["label_dropout"] == 0.2
+    assert by_name["cosine, v, 20% labels dropped"]["objective"]["label_dropout"] == 0.2
     for picture in ("bench_digits.png", "bench_process.png", "bench.md"):
         assert (tmp_path / picture).is_file()
 

@@ -39,7 +39,7 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
     torch.manual_seed(seed)
     config = dataclasses.replace(config, in_channels=cache.latent_shape[0])
     unet = UNet(config).to(device)
-    ema = EMA(unet)
+    ema = EMA(unet, power=settings.ema_power)
     sampler = BatchSampler(len(cache.train_mean), settings.batch_size, seed)
     num_classes = config.num_classes
     snapshot = None

@@ -43,17 +43,21 @@ class Preset:
 # which learns only from the dropped fraction; at 50% rather than 20% the unprompted FID fell by
 # half in both `make all` and `make bench`, while prompted samples stayed above 99% recognised.
 MNIST_OBJECTIVE = DiffusionObjective(schedule="cosine", prediction="v", label_dropout=0.5)
+# cpu preset: the UNet's EMA warms up with power 0.85 rather than 2/3 (decay 0.9991 rather than
+# 0.996 after 4000 steps); on one 4000-step run that improved unprompted DDIM-50 FID (2000 images)
+# from 26.9 to 24.5 and left DDPM-100 unchanged (21.6). Sampling in batches of 500 rather than
+# 2000 is ~35% faster on 2 CPU cores (README).
 
 PRESETS = {
     "cpu": Preset(
         name="cpu",
         classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50),
         vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100),
-        diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
+        diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200, ema_power=0.85),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        objective=MNIST_OBJECTIVE, ddpm_steps=100, ddim_steps=50, sample_batch_size=2000,
-        bench=BenchSettings(images=2000, ddpm1000_images=500, train_steps=1000),
+        objective=MNIST_OBJECTIVE, ddpm_steps=100, ddim_steps=50, sample_batch_size=500,
+        bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000),
     ),
     "gpu": Preset(
         name="gpu",

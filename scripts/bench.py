@@ -3,8 +3,9 @@ classifier, with the Validation floor measured at the same number of images.
 
   samplers   the trained UNet (checkpoints/unet.safetensors) with DDIM at 10/20/50/100/250
              steps, DDPM-100 and DDPM-1000 with σ² = β̃ and σ² = β; images/s for each
-  guidance   digit prompts 0-9 in turn (balanced) at several guidance scales: FID, and how
-             often the classifier recognises the requested digit
+  guidance   digit prompts 0-9 in turn (balanced) at several guidance scales with DDIM-50, and
+             at guidance 1 with DDPM-1000: FID, and how often the classifier recognises the
+             requested digit
   training   linear vs cosine schedule, ε vs v prediction, min-SNR-γ = 5, label dropout, each
              trained for the same number of steps from the same latents and sampled with DDIM-50
 
@@ -126,6 +127,10 @@ def main() -> None:
                   guidance=scale)
             if scale == preset.guidance and n >= 10:
                 save_rows(digit_rows(images, labels, min(10, n // 10)), out_dir / "bench_digits.png")
+        # DDIM-50 against DDPM-1000 for the conditional branch too (guidance 1), on the subset
+        images, seconds = timed_sample(model, subset, sampler="ddpm", steps=1000, labels=labels[:subset], guidance=1.0)
+        score("guidance", "digits 0-9, guidance 1, DDPM-1000", images, labels=labels[:subset], seconds=seconds,
+              guidance=1.0)
 
     # 4. training choices at equal steps, each sampled with DDIM-50
     if not args.skip_training:
@@ -178,8 +183,9 @@ def bench_markdown(report: dict) -> str:
     guided = [r for r in report["rows"] if "recognised_per_digit" in r]
     if guided:
         lines += ["", "Recognised, per prompted digit:", "",
-                  "| guidance | " + " | ".join(str(d) for d in range(10)) + " |", "|---|" + "---:|" * 10]
-        lines += [f"| {r['guidance']:g} | " + " | ".join(f"{v:.1%}" for v in r["recognised_per_digit"]) + " |"
+                  "| prompts | " + " | ".join(str(d) for d in range(10)) + " |", "|---|" + "---:|" * 10]
+        lines += [f"| {r['name'].removeprefix('digits 0-9, ')} | "
+                  + " | ".join("—" if v is None else f"{v:.1%}" for v in r["recognised_per_digit"]) + " |"
                   for r in guided]
     trained = [r for r in report["rows"] if r["study"] == "training"]
     if trained:

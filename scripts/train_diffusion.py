@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--min-snr-gamma", type=positive_float, help="min-SNR-γ loss weighting (e.g. 5)")
     parser.add_argument("--label-dropout", type=probability, help="fraction of labels dropped for guidance")
     add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
+    parser.add_argument("--ema-power", type=positive_float,
+                        help="warm-up power of the weight EMA used for sampling (unset: the preset's)")
     add_device_args(parser)
     add_compile_arg(parser)
     args = parser.parse_args()
@@ -46,8 +48,8 @@ def main() -> None:
                  "min_snr_gamma": args.min_snr_gamma, "label_dropout": args.label_dropout}
     objective = dataclasses.replace(preset.objective, **{k: v for k, v in overrides.items() if v is not None})
     objective.validate()
-    settings = dataclasses.replace(preset.diffusion, **{k: v for k, v in (("steps", args.steps),
-                                                                         ("batch_size", args.batch_size)) if v})
+    changes = {"steps": args.steps, "batch_size": args.batch_size, "ema_power": args.ema_power}
+    settings = dataclasses.replace(preset.diffusion, **{k: v for k, v in changes.items() if v is not None})
     set_seed(args.seed)
     cache = load_latent_cache(args.latents, device)
     ema_model, raw_model, info = train_unet(cache, preset.unet_model, objective, settings, seed=args.seed,

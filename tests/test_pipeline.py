@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 from stage_scripts import ROOT, SMOKE, run_script
@@ -88,12 +89,16 @@ def test_every_script_has_help():
         assert result.returncode == 0 and "usage:" in result.stdout and "python -m scripts." in result.stdout, script
 
 
-def test_v_prediction_cosine_min_snr_model_trains_and_samples(pipeline, tmp_path):
+def test_training_options_reach_the_checkpoint_and_it_samples(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", "--preset", "smoke", "--device", "cpu",
-               "--schedule", "cosine", "--prediction", "v", "--min-snr-gamma", 5, "--out", tmp_path / "v.safetensors")
+               "--schedule", "linear", "--prediction", "eps", "--min-snr-gamma", 5, "--ema-power", 0.5,
+               "--out", tmp_path / "v.safetensors")
     unet = load_checkpoint(tmp_path / "v.safetensors", "unet")
-    assert unet.info["diffusion"]["prediction"] == "v" and unet.info["diffusion"]["min_snr_gamma"] == 5
+    diffusion, steps = unet.info["diffusion"], PRESETS["smoke"].diffusion.steps
+    assert (diffusion["schedule"], diffusion["prediction"], diffusion["min_snr_gamma"]) == ("linear", "eps", 5)
+    # the EMA's decay after `steps` updates, with the requested warm-up power
+    assert unet.info["ema_decay"] == pytest.approx(1 - (1 + steps) ** -0.5)
     run_script("sample", "--unet", tmp_path / "v.safetensors", "--vae", ckpt / "vae.safetensors", "--preset", "smoke",
                "--device", "cpu", "--num-samples", 4, "--out", tmp_path / "s.safetensors")
 
@@ -118,10 +123,12 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
                "--out-dir", tmp_path, "--work-dir", tmp_path / "work")
     report = json.loads((tmp_path / "bench.json").read_text())
     studies = [row["study"] for row in report["rows"]]
-    assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 4
+    assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 5
     assert [row["name"] for row in report["rows"] if row["study"] == "training"] == list(TRAINING_CHOICES)
     by_name = {row["name"]: row for row in report["rows"]}
     assert by_name["DDPM-1000 σ²=β"]["images"] == 8 and by_name["DDIM-50"]["images"] == 16
+    conditional_ddpm = by_name["digits 0-9, guidance 1, DDPM-1000"]
+    assert conditional_ddpm["images"] == 8 and len(conditional_ddpm["recognised_per_digit"]) == 10
     assert all(row["images_per_second"] > 0 for row in report["rows"] if row["study"] != "floor")
     assert by_name["linear, v"]["objective"]["prediction"] == "v"
     assert by_name["cosine, v"]["objective"]["schedule"] == "cosine"

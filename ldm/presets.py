@@ -43,11 +43,10 @@ class Preset:
 # which learns only from the dropped fraction; at 50% rather than 20% the unprompted FID fell by
 # half in both `make all` and `make bench`, while prompted samples stayed above 99% recognised.
 MNIST_OBJECTIVE = DiffusionObjective(schedule="cosine", prediction="v", label_dropout=0.5)
-# The EMA keeps k-diffusion's warm-up power 2/3: power 0.85 (decay 0.9991 rather than 0.996 after
-# 4000 steps) looked better on 2000 DDIM-50 images (FID 24.5 against 26.9) but in `make all`
-# (10,000 images) it was no better unprompted (DDIM-50 21.50 against 21.66, DDPM-100 15.97
-# against 15.12) and worse guided (32.5 against 26.5). Sampling in batches of 500 rather than
-# 2000 is ~35% faster on 2 CPU cores (README).
+# The EMA keeps k-diffusion's warm-up power 2/3. In `make all` with the same weights and noise,
+# power 0.85 (decay 0.9991 rather than 0.996 after 4000 steps) scored unprompted DDPM-100 15.97
+# and DDIM-50 21.50 against 16.64 and 22.66, but guided 32.54 against 26.46 (README). Sampling in
+# batches of 500 rather than 2000 is ~35% faster on 2 CPU cores (README).
 
 PRESETS = {
     "cpu": Preset(

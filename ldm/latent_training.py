@@ -2,7 +2,8 @@
 
 Each batch draws a fresh z = μ + σ·ε from the cached posteriors (the encoder never runs). With
 a class-conditional UNet, labels are dropped to "no label" at `label_dropout`, so the same model
-samples unconditionally and with classifier-free guidance.
+samples unconditionally and with classifier-free guidance; the checkpoint records how often each
+digit occurs, the prior that unprompted samples draw their digits from.
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ def train_unet(cache: LatentCache, config: UNetConfig, objective: DiffusionObjec
                           warmup_steps=min(settings.warmup_steps, settings.steps), ema=ema, snapshot=snapshot,
                           desc=desc, progress=progress)
     seconds = time.time() - start
+    # how often each digit occurs in training: unprompted samples draw their digits from it
+    label_frequencies = (torch.bincount(cache.train_labels.cpu(), minlength=num_classes) / len(cache.train_labels)
+                         ).tolist() if num_classes else None
     info = {"diffusion": dict(dataclasses.asdict(objective), scale_factor=cache.scale_factor,
                               label_dropout=objective.label_dropout if num_classes else None),
+            "label_frequencies": label_frequencies,
             "vae_fingerprint": cache.vae_fingerprint, "training": dataclasses.asdict(settings), "seed": seed,
             "ema_decay": ema.decay(), "final_loss": logged, "train_seconds": seconds,
             "latents_per_second": settings.steps * settings.batch_size / seconds, "device": str(device),

@@ -56,6 +56,19 @@ class LatentDiffusion:
     def num_classes(self) -> int:
         return self.unet.config.num_classes
 
+    def draw_labels(self, num_samples: int, seed: int) -> torch.Tensor:
+        """[N] digits drawn independently from their frequencies in the training set. Prompting
+        with them at guidance 1 samples p(x) = Σ_y p(y) p(x | y), as a class-conditional model's
+        unprompted samples; the "no label" branch learns p(x) only from the dropped labels."""
+        if not self.num_classes:
+            raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it has no digits to draw")
+        frequencies = self.unet_ckpt.info.get("label_frequencies")
+        if frequencies is None:
+            raise LdmError(f"{self.unet_ckpt.path}: no label frequencies recorded; retrain with `make diffusion`")
+        generator = torch.Generator().manual_seed(seed)
+        return torch.multinomial(torch.tensor(frequencies, dtype=torch.float64), num_samples, replacement=True,
+                                 generator=generator)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]."""
         return self.vae.decode(z.float() / self.scale_factor)
@@ -87,7 +100,7 @@ class LatentDiffusion:
         with `seed`, so the result depends on (seed, batch_size), not on the device.
 
         :param labels: [N] digits to prompt with (classifier-free guidance of scale `guidance`),
-            or None for unconditional samples.
+            or None for the unconditional model (a class-conditional UNet's "no label" branch).
         :param sampler_args: sampler ("ddpm" or "ddim"), steps, eta, variance, guidance.
         """
         generator = torch.Generator().manual_seed(seed)

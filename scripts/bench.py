@@ -2,12 +2,16 @@
 classifier, with the Validation floor measured at the same number of images.
 
   samplers   the trained UNet (checkpoints/unet.safetensors) with DDIM at 10/20/50/100/250
-             steps, DDPM-100 and DDPM-1000 with σ² = β̃ and σ² = β; images/s for each
-  guidance   digit prompts 0-9 in turn (balanced) at several guidance scales with DDIM-50, and
-             at guidance 1 with DDPM-1000: FID, and how often the classifier recognises the
-             requested digit
+             steps, DDPM-100 and DDPM-1000 with σ² = β̃ and σ² = β; images/s for each; then
+             DDIM-50 and DDPM-100 on the "no label" branch
+  guidance   digit prompts 0-9 in turn (balanced) at several guidance scales with DDIM-50: FID,
+             and how often the classifier recognises the requested digit
   training   linear vs cosine schedule, ε vs v prediction, min-SNR-γ = 5, label dropout, each
              trained for the same number of steps from the same latents and sampled with DDIM-50
+
+Sampler and training rows are unprompted samples as scripts/sample.py makes them by default:
+with a class-conditional UNet, each image is prompted with a digit drawn from the training label
+frequencies, at guidance 1.
 
 Writes reports/bench.json, reports/bench.md, reports/bench_digits.png (one row per digit) and
 reports/bench_process.png (x̂_0 across the chain). Row sizes come from the preset's `bench`
@@ -114,9 +118,16 @@ def main() -> None:
                  ("DDPM-1000 σ²=β̃", subset, dict(sampler="ddpm", steps=1000, variance="beta_tilde")),
                  ("DDPM-1000 σ²=β", subset, dict(sampler="ddpm", steps=1000, variance="beta"))]
     for name, count, sampler_args in samplers:
-        images, seconds = timed_sample(model, count, **sampler_args)
+        labels = unprompted_labels(model, count, args.seed)
+        images, seconds = timed_sample(model, count, labels=labels, **sampler_args)
         score("sampler", name, images, seconds=seconds, **sampler_args)
-    save_rows(model.denoising_strip(8, sampler="ddim", steps=50, seed=args.seed), out_dir / "bench_process.png")
+    if model.num_classes:
+        for name, sampler_args in [("DDIM-50, no label", dict(sampler="ddim", steps=50)),
+                                   ("DDPM-100 σ²=β̃, no label", dict(sampler="ddpm", steps=100))]:
+            images, seconds = timed_sample(model, n, **sampler_args)
+            score("sampler", name, images, seconds=seconds, **sampler_args)
+    save_rows(model.denoising_strip(8, sampler="ddim", steps=50, seed=args.seed,
+                                    labels=unprompted_labels(model, 8, args.seed)), out_dir / "bench_process.png")
 
     # 3. digit prompts with classifier-free guidance, DDIM-50
     if model.num_classes:
@@ -127,10 +138,6 @@ def main() -> None:
                   guidance=scale)
             if scale == preset.guidance and n >= 10:
                 save_rows(digit_rows(images, labels, min(10, n // 10)), out_dir / "bench_digits.png")
-        # DDIM-50 against DDPM-1000 for the conditional branch too (guidance 1), on the subset
-        images, seconds = timed_sample(model, subset, sampler="ddpm", steps=1000, labels=labels[:subset], guidance=1.0)
-        score("guidance", "digits 0-9, guidance 1, DDPM-1000", images, labels=labels[:subset], seconds=seconds,
-              guidance=1.0)
 
     # 4. training choices at equal steps, each sampled with DDIM-50
     if not args.skip_training:
@@ -144,7 +151,8 @@ def main() -> None:
             path = work_dir / f"unet_{len(rows)}.safetensors"
             save_unet(path, ema_model, raw_model, info)
             trained = LatentDiffusion.load(path, args.vae, device, compile=args.compile)
-            images, seconds = timed_sample(trained, n, sampler="ddim", steps=50)
+            labels = unprompted_labels(trained, n, args.seed)
+            images, seconds = timed_sample(trained, n, labels=labels, sampler="ddim", steps=50)
             score("training", name, images, seconds=seconds, train_steps=settings.steps,
                   latents_per_second=info["latents_per_second"], objective=info["diffusion"], checkpoint=str(path))
 
@@ -159,6 +167,11 @@ def main() -> None:
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
 
 
+def unprompted_labels(model: LatentDiffusion, count: int, seed: int) -> torch.Tensor | None:
+    """The digits scripts/sample.py prompts unprompted samples with (None for an unconditional UNet)."""
+    return model.draw_labels(count, seed) if model.num_classes else None
+
+
 def bench_markdown(report: dict) -> str:
     n, subset = report["num_images"], report["subset"]
     floor = report["rows"][0]
@@ -167,7 +180,9 @@ def bench_markdown(report: dict) -> str:
              f"({report['train_images']} training images); seed {report['seed']}; torch {report['torch_version']}.",
              f"FID in this project's classifier features against the MNIST test set, {n} images per row unless "
              f"the row says otherwise; FID@{subset} scores every row's first {subset} images, for comparison with "
-             "the smaller rows. Floor: real training images.", "",
+             "the smaller rows. Floor: real training images. Sampler and training rows are unprompted samples: "
+             "each image prompted with a digit drawn from the training label frequencies, at guidance 1; "
+             "\"no label\" rows sample the unconditional branch instead.", "",
              f"| study | row | images | FID | × floor | FID@{subset} | precision | recall | recognised | images/s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     floor_sub = floor.get(f"fid_{subset}", floor["fid"])

@@ -147,7 +147,7 @@ CASES = {
         ["argument --guidance: must be >= 0, got -0.5"]),
     "digit out of range": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 11),
-        ["argument --digit: must be a digit 0-9 or 'all', got '11'"]),
+        ["argument --digit: must be a digit 0-9, 'all', 'any' or 'none', got '11'"]),
     "--device cuda without a GPU": (
         lambda p, out, tmp, other: ("sample", [*p["models"], "--device", "cuda", "--out", out / "s.safetensors"]),
         ["--device cuda"]),

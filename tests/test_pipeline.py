@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from safetensors import safe_open
 from stage_scripts import ROOT, SMOKE, run_script
 
 from ldm import __version__
 from ldm.checkpoint import load_checkpoint
+from ldm.pipeline import LatentDiffusion
 from ldm.presets import PRESETS
 from scripts.bench import TRAINING_CHOICES
 
@@ -29,7 +31,7 @@ def test_every_stage_writes_its_outputs(pipeline):
         assert (ckpt / f"{name}.safetensors").is_file(), name
     assert (ckpt / "samples_ddim.png").is_file() and (reports / "vae.png").is_file()
     samples = load_checkpoint(ckpt / "samples_ddpm.safetensors", "samples")
-    assert samples.tensors["images"].shape == (16, 28, 28) and samples.info["label"] == "DDPM-5"
+    assert samples.tensors["images"].shape == (16, 28, 28) and samples.info["label"] == "DDPM-5, random digits"
     latents = load_checkpoint(ckpt / "latents.safetensors", "latents")
     vae = load_checkpoint(ckpt / "vae.safetensors", "vae")
     assert latents.info["vae_fingerprint"] == vae.fingerprint
@@ -52,8 +54,8 @@ def test_every_output_records_seed_and_versions(pipeline):
 def test_fid_table_has_every_row(pipeline):
     report = json.loads((pipeline["reports"] / "fid.json").read_text())
     names = [row["name"] for row in report["rows"]]
-    assert names == ["Validation", "Random", "VAE", "VAE reconstruction", "Diffusion DDPM-5", "Diffusion DDIM-3",
-                     f"Diffusion DDIM-3, digits 0-9, guidance {SMOKE_GUIDANCE:g}"]
+    assert names == ["Validation", "Random", "VAE", "VAE reconstruction", "Diffusion DDPM-5, random digits",
+                     "Diffusion DDIM-3, random digits", f"Diffusion DDIM-3, digits 0-9, guidance {SMOKE_GUIDANCE:g}"]
     assert report["num_images"] == 16 and all(np.isfinite(row["fid"]) for row in report["rows"])
     for row in report["rows"]:
         assert Path(row["grid"]).is_file()
@@ -71,6 +73,28 @@ def test_prompted_samples_carry_their_labels_and_pictures(pipeline):
     assert samples.info["guidance"] == SMOKE_GUIDANCE and samples.info["digit"] == "all"
     assert (pipeline["ckpt"] / "samples_digits.png").is_file()
     assert (pipeline["ckpt"] / "samples_digits_process.png").is_file()
+
+
+def test_unprompted_samples_draw_digits_from_the_training_labels(pipeline, tmp_path):
+    unet = load_checkpoint(pipeline["ckpt"] / "unet.safetensors", "unet")
+    train_labels = load_checkpoint(pipeline["ckpt"] / "latents.safetensors", "latents").tensors["train_labels"]
+    frequencies = torch.bincount(train_labels, minlength=10) / len(train_labels)
+    assert unet.info["label_frequencies"] == pytest.approx(frequencies.tolist())
+    drawn = load_checkpoint(pipeline["ckpt"] / "samples_ddpm.safetensors", "samples")
+    assert drawn.info["digit"] == "any" and drawn.info["guidance"] == 1 and drawn.tensors["labels"].shape == (16,)
+    # the draws follow the recorded frequencies: chi-square test on many draws
+    model = LatentDiffusion.load(pipeline["ckpt"] / "unet.safetensors", pipeline["ckpt"] / "vae.safetensors",
+                                 torch.device("cpu"))
+    counts = torch.bincount(model.draw_labels(100_000, seed=0), minlength=10).double()
+    expected = frequencies.double() * 100_000
+    present = expected > 0
+    assert (counts[~present] == 0).all()
+    statistic = (((counts - expected)[present]) ** 2 / expected[present]).sum().item()
+    assert statistic < scipy.stats.chi2.ppf(0.999, int(present.sum()) - 1)
+    run_script("sample", *pipeline["models"], *SMOKE, "--digit", "none", "--num-samples", 4,
+               "--out", tmp_path / "none.safetensors")
+    no_label = load_checkpoint(tmp_path / "none.safetensors", "samples")
+    assert "labels" not in no_label.tensors and no_label.info["label"] == "DDIM-3, no label"
 
 
 def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
@@ -123,12 +147,12 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
                "--out-dir", tmp_path, "--work-dir", tmp_path / "work")
     report = json.loads((tmp_path / "bench.json").read_text())
     studies = [row["study"] for row in report["rows"]]
-    assert studies.count("floor") == 1 and studies.count("sampler") == 8 and studies.count("guidance") == 5
+    assert studies.count("floor") == 1 and studies.count("sampler") == 10 and studies.count("guidance") == 4
     assert [row["name"] for row in report["rows"] if row["study"] == "training"] == list(TRAINING_CHOICES)
     by_name = {row["name"]: row for row in report["rows"]}
     assert by_name["DDPM-1000 σ²=β"]["images"] == 8 and by_name["DDIM-50"]["images"] == 16
-    conditional_ddpm = by_name["digits 0-9, guidance 1, DDPM-1000"]
-    assert conditional_ddpm["images"] == 8 and len(conditional_ddpm["recognised_per_digit"]) == 10
+    assert by_name["DDIM-50, no label"]["images"] == 16 and "recognised" not in by_name["DDIM-50"]
+    assert len(by_name["digits 0-9, guidance 1"]["recognised_per_digit"]) == 10
     assert all(row["images_per_second"] > 0 for row in report["rows"] if row["study"] != "floor")
     assert by_name["linear, v"]["objective"]["prediction"] == "v"
     assert by_name["cosine, v"]["objective"]["schedule"] == "cosine"

@@ -1,7 +1,7 @@
 # One target per stage; each is a rule on its output file, so finished stages are skipped.
 #   make all DATA=../shared/data/mnist     everything, then the FID table
 #   make test                              the test suite
-#   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~35 min on 2 CPU cores)
+#   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),

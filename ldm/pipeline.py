@@ -69,6 +69,11 @@ class LatentDiffusion:
         return torch.multinomial(torch.tensor(frequencies, dtype=torch.float64), num_samples, replacement=True,
                                  generator=generator)
 
+    def unprompted_labels(self, num_samples: int, seed: int) -> torch.Tensor | None:
+        """What unprompted samples are prompted with: digits from `draw_labels` for a
+        class-conditional UNet, None (no labels at all) for an unconditional one."""
+        return self.draw_labels(num_samples, seed) if self.num_classes else None
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]."""
         return self.vae.decode(z.float() / self.scale_factor)

@@ -118,7 +118,7 @@ def main() -> None:
                  ("DDPM-1000 σ²=β̃", subset, dict(sampler="ddpm", steps=1000, variance="beta_tilde")),
                  ("DDPM-1000 σ²=β", subset, dict(sampler="ddpm", steps=1000, variance="beta"))]
     for name, count, sampler_args in samplers:
-        labels = unprompted_labels(model, count, args.seed)
+        labels = model.unprompted_labels(count, args.seed)
         images, seconds = timed_sample(model, count, labels=labels, **sampler_args)
         score("sampler", name, images, seconds=seconds, **sampler_args)
     if model.num_classes:
@@ -127,7 +127,7 @@ def main() -> None:
             images, seconds = timed_sample(model, n, **sampler_args)
             score("sampler", name, images, seconds=seconds, **sampler_args)
     save_rows(model.denoising_strip(8, sampler="ddim", steps=50, seed=args.seed,
-                                    labels=unprompted_labels(model, 8, args.seed)), out_dir / "bench_process.png")
+                                    labels=model.unprompted_labels(8, args.seed)), out_dir / "bench_process.png")
 
     # 3. digit prompts with classifier-free guidance, DDIM-50
     if model.num_classes:
@@ -151,7 +151,7 @@ def main() -> None:
             path = work_dir / f"unet_{len(rows)}.safetensors"
             save_unet(path, ema_model, raw_model, info)
             trained = LatentDiffusion.load(path, args.vae, device, compile=args.compile)
-            labels = unprompted_labels(trained, n, args.seed)
+            labels = trained.unprompted_labels(n, args.seed)
             images, seconds = timed_sample(trained, n, labels=labels, sampler="ddim", steps=50)
             score("training", name, images, seconds=seconds, train_steps=settings.steps,
                   latents_per_second=info["latents_per_second"], objective=info["diffusion"], checkpoint=str(path))
@@ -165,11 +165,6 @@ def main() -> None:
     write_text_atomic(out_dir / "bench.md", bench_markdown(report))
     print(bench_markdown(report))
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
-
-
-def unprompted_labels(model: LatentDiffusion, count: int, seed: int) -> torch.Tensor | None:
-    """The digits scripts/sample.py prompts unprompted samples with (None for an unconditional UNet)."""
-    return model.draw_labels(count, seed) if model.num_classes else None
 
 
 def bench_markdown(report: dict) -> str:

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .utils import LdmError, atomic_path
+from .utils import ConfigError, LdmError, atomic_path
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -82,6 +82,13 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> Checkpoint:
     return Checkpoint(path, found, tensors, config, info, metadata["fingerprint"])
 
 
+def check_made_with_vae(ckpt: Checkpoint, vae: Checkpoint, remedy: str) -> None:
+    """Refuse a file made from one VAE's latents (a UNet, samples) beside another VAE."""
+    found = ckpt.info.get("vae_fingerprint")
+    if found != vae.fingerprint:
+        raise LdmError(f"{ckpt.path}: made with VAE {found}, not with the VAE in {vae.path} ({vae.fingerprint}); {remedy}")
+
+
 def save_model(path: str | os.PathLike, model: torch.nn.Module, info: dict | None = None,
                extra_tensors: dict[str, torch.Tensor] | None = None) -> str:
     """Save a model (kind and config from its class) plus optional extra tensors, whose names
@@ -93,10 +100,10 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, info: dict | Non
 
 
 def build_config(config_class, config: dict, path: Path):
-    """Rebuild a dataclass config from JSON (lists back to tuples)."""
+    """Rebuild a dataclass config from the JSON in `path`'s metadata (lists back to tuples)."""
     try:
         return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    except TypeError as e:
+    except (TypeError, ConfigError) as e:
         raise LdmError(f"{path}: config does not fit {config_class.__name__} ({e})") from e
 
 

@@ -1,4 +1,6 @@
-"""What the stage scripts share: common flags, argument checks, and turning errors into one line."""
+"""What the stage scripts share: common flags, argument types, and turning every error into one
+line. The library raises `ConfigError(field, ...)` where a setting is defined; only here is the
+field translated into the command-line flag that set it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import sys
 from typing import Callable
 
 from .data import default_data_dir
-from .utils import LdmError
+from .utils import DEVICES, ConfigError, LdmError
 
 
 class StageParser(argparse.ArgumentParser):
@@ -21,11 +23,25 @@ class StageParser(argparse.ArgumentParser):
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 
+    def flag_for(self, field: str) -> str:
+        """The option whose value lands in `field` (its dest), or the field's own name."""
+        for action in self._actions:
+            if action.dest == field and action.option_strings:
+                return max(action.option_strings, key=len)
+        return field
+
 
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -36,13 +52,6 @@ def seed(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -50,17 +59,11 @@ def positive_float(text: str) -> float:
     return value
 
 
-def probability(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def add_device_args(parser: argparse.ArgumentParser) -> None:
+def add_runtime_args(parser: argparse.ArgumentParser, device: bool = True) -> None:
     group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where to run; auto takes CUDA when available")
+    if device:
+        group.add_argument("--device", default="auto", help=f"where to run: {', '.join(DEVICES)} "
+                                                            "(auto takes CUDA when available)")
     group.add_argument("--seed", type=seed, default=0, help="seeds data order, initialisation and noise")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -68,13 +71,6 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 def add_compile_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet (pays a one-off compilation, about a minute, for faster steps)")
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_training_args(parser: argparse.ArgumentParser, out: str, unit: str) -> None:
@@ -97,14 +93,18 @@ def add_preset_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="auto", help="hyper-parameters: auto (by device), cpu, gpu or smoke")
 
 
-def run(main: Callable[[], None]) -> None:
-    """Call main(); an LdmError becomes `error: ...` on stderr and exit status 2."""
+def run(parser: StageParser, main: Callable[[argparse.Namespace], None]) -> None:
+    """Parse the arguments and call main(args). A ConfigError becomes `error: --flag value: reason`,
+    any other LdmError `error: ...`, on stderr with exit status 2."""
+    args = parser.parse_args()
     try:
-        main()
+        main(args)
+    except ConfigError as e:
+        print(f"error: {parser.flag_for(e.field)} {e.value}: {e.reason}", file=sys.stderr)
+        sys.exit(2)
     except LdmError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-

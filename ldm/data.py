@@ -1,4 +1,5 @@
-"""MNIST from the standard IDX files (.gz or raw), read with numpy and validated.
+"""MNIST from the standard IDX files (.gz or raw), read with numpy and validated; the image
+representations every model and report uses (uint8 and floats in [0, 1]); seeded minibatches.
 
 The data folder may hold the four files directly, or in torchvision's DIR/MNIST/raw/ layout.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import LdmError
+from .utils import ConfigError, LdmError
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -106,6 +107,11 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255.0)
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of `to_float`: [N x 1 x 28 x 28] floats in [0, 1] -> [N x 28 x 28] uint8 on the CPU."""
+    return (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def download_mnist(data_dir: str | os.PathLike) -> None:
     """Fetch MNIST into data_dir/MNIST/raw with torchvision, an optional extra."""
     try:
@@ -121,7 +127,7 @@ class BatchSampler:
 
     def __init__(self, n: int, batch_size: int, seed: int):
         if batch_size > n:
-            raise LdmError(f"--batch-size {batch_size} is larger than the {n} training examples")
+            raise ConfigError("batch_size", batch_size, f"larger than the {n} training examples")
         self.n, self.batch_size = n, batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self._perm, self._pos = torch.randperm(n, generator=self.generator), 0

@@ -1,24 +1,34 @@
-"""Scoring sets of images against real MNIST in the classifier's feature space.
+"""Scoring sets of images against real MNIST in the classifier's feature space, and every report
+table built from the scores.
 
 One `RealFeatures` holds what every row is compared with (test-set statistics for the Fréchet
 distance and the precision/recall manifold, training features for the memorisation check);
-`score_images` turns one set of images into one row of the report.
+`score_images` turns one set of images into one row; `fid_report` is the table of `make all`,
+`bench_markdown` the table of `make bench`; `samples_row_name` names a row from the facts a
+samples file records.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import __version__
+from .checkpoint import Checkpoint, check_made_with_vae, load_checkpoint
 from .classifier import Classifier
-from .data import NUM_CLASSES, to_float
+from .data import IMAGE_SIZE, NUM_CLASSES, to_float, to_uint8
+from .images import save_grid
 from .latents import encode_images
 from .metrics import (classifier_features, feature_statistics, frechet_distance, nearest_neighbour_distance,
                       precision_recall)
-from .pipeline import to_uint8
-from .utils import LdmError
+from .sampling import SamplerConfig
+from .utils import ConfigError, LdmError, describe_device, write_text_atomic
 from .vae import VAE
 
 
@@ -74,22 +84,22 @@ def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tenso
 def validation_images(train_images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """n real training images in random order: the floor every row is compared with."""
     if n > len(train_images):
-        raise LdmError(f"--num-images {n}: only {len(train_images)} training images for the Validation row")
+        raise ConfigError("num_images", n, f"only {len(train_images)} training images for the Validation row")
     return train_images[torch.randperm(len(train_images), generator=generator)[:n]]
 
 
 def random_baseline(train_images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """Gaussian noise with the training pixels' mean and std, clipped to the pixel range."""
     pixels = to_float(train_images)
-    return to_uint8(torch.randn((n, 1, 28, 28), generator=generator) * pixels.std() + pixels.mean())
+    return to_uint8(torch.randn((n, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator) * pixels.std() + pixels.mean())
 
 
 @torch.no_grad()
 def vae_prior_baseline(vae: VAE, n: int, generator: torch.Generator, device: torch.device,
                        batch_size: int = 1000) -> torch.Tensor:
     """The VAE's decoder applied to z ~ N(0, I): what the latent model has to beat."""
-    shape = (vae.config.latent_channels, 7, 7)
-    return torch.cat([to_uint8(vae.decode(torch.randn((min(batch_size, n - i), *shape), generator=generator).to(device)))
+    return torch.cat([to_uint8(vae.decode(torch.randn((min(batch_size, n - i), *vae.latent_shape),
+                                                      generator=generator).to(device)))
                       for i in range(0, n, batch_size)])
 
 
@@ -101,6 +111,82 @@ def vae_reconstructions(vae: VAE, images: torch.Tensor, generator: torch.Generat
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
     return torch.cat([to_uint8(vae.decode(z[i:i + batch_size].to(device))) for i in range(0, len(z), batch_size)])
 
+
+# ---- naming rows
+
+def prompt_name(digit: int | str, guidance: float | None, conditional: bool) -> str:
+    """How images were prompted, as reports say it ("" for an unconditional UNet)."""
+    if digit == "none":
+        return "no label" if conditional else ""
+    prompt = {"all": "digits 0-9", "any": "random digits"}.get(digit, f"digit {digit}")
+    return prompt + ("" if digit == "any" and guidance == 1 else f", guidance {guidance:g}")
+
+
+def samples_row_name(info: dict) -> str:
+    """A row's name from what a samples file records: "DDPM-100, random digits"."""
+    prompt = prompt_name(info["digit"], info["guidance"], info["conditional"])
+    return SamplerConfig(**info["sampler"]).label + (f", {prompt}" if prompt else "")
+
+
+# ---- the FID table of `make all`
+
+def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, vae_ckpt: Checkpoint,
+               train_images: torch.Tensor, test_images: torch.Tensor, samples: list[str | os.PathLike], n: int, *,
+               seed: int, device: torch.device, out_dir: str | os.PathLike, data_dir: str,
+               progress: bool = False) -> str:
+    """Score the Validation floor, the Random and VAE baselines, the VAE reconstructions and one
+    row per samples file, `n` images each; write fid.json, fid.md and a grid of each row's first 64
+    images into `out_dir`; return the table. Samples files are checked before any work."""
+    generator = torch.Generator().manual_seed(seed)
+    diffusion_rows = []
+    for path in samples:
+        ckpt = load_checkpoint(path, "samples")
+        images, labels = ckpt.tensors["images"], ckpt.tensors.get("labels")
+        if len(images) < n:
+            raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row (--num-images)")
+        check_made_with_vae(ckpt, vae_ckpt, "rerun `make sample`")  # a stale file beside a retrained VAE
+        diffusion_rows.append((f"Diffusion {samples_row_name(ckpt.info)}", images[:n],
+                               None if labels is None else labels[:n], dict(ckpt.info, file=str(path)), False))
+    validation = validation_images(train_images, n, generator)
+    vae_source = {"vae_fingerprint": vae_ckpt.fingerprint}
+    # (name, images, prompted labels, source, made from training images: no memorisation score)
+    rows = [("Validation", validation, None, {}, True),
+            ("Random", random_baseline(train_images, n, generator), None, {}, False),
+            ("VAE", vae_prior_baseline(vae, n, generator, device), None, vae_source, False),
+            ("VAE reconstruction", vae_reconstructions(vae, validation, generator, device), None, vae_source, True),
+            *diffusion_rows]
+
+    real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)
+    out_dir = Path(out_dir)
+    results = []
+    for name, images, labels, info, from_training_set in rows:
+        row = {"name": name, **score_images(classifier, real, images, device, labels=labels,
+                                            from_training_set=from_training_set, progress=progress)}
+        row["grid"] = str(out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")
+        save_grid(images[:64], row["grid"], nrow=8)
+        results.append(dict(row, source=info) if info else row)
+        print(f"{name:>24}: FID {row['fid']:8.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}")
+
+    accuracy = classifier_ckpt.info.get("test_accuracy", float("nan"))
+    report = {"rows": results, "num_images": n, "reference": f"MNIST test set ({len(test_images)} images)",
+              "classifier_test_accuracy": accuracy, "classifier_fingerprint": classifier_ckpt.fingerprint,
+              "data_dir": data_dir, "train_images": len(train_images), "seed": seed,
+              "device": describe_device(device), "torch_version": torch.__version__, "ldm_version": __version__}
+    table = markdown_table(results)
+    notes = (f"{n} images per row. FID: Fréchet distance in the 128-d features of this project's MNIST classifier "
+             f"(test accuracy {accuracy:.2%}) against the full test set; not comparable to Inception FID. "
+             "Precision/recall: k-NN manifolds, k = 3. Memorisation: mean feature distance to the nearest "
+             "training image, divided by the test images' (≈ 1 healthy, → 0 copying). Recognised: the "
+             "classifier agrees with the prompted digit.")
+    write_text_atomic(out_dir / "fid.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out_dir / "fid.md", f"# FID\n\n{table}\n{notes}\n\n## Digits the classifier sees\n\n"
+                                          f"{class_histogram_table(results)}\nDevice: {report['device']}; "
+                                          f"data: {data_dir} ({len(train_images)} training images); "
+                                          f"seed {seed}; torch {torch.__version__}; ldm {__version__}.\n")
+    return table
+
+
+# ---- tables
 
 def markdown_table(rows: list[dict]) -> str:
     """rows: dicts with name and score_images' keys; the first row is the floor."""
@@ -120,4 +206,42 @@ def class_histogram_table(rows: list[dict]) -> str:
     lines = ["| row | " + " | ".join(str(d) for d in range(NUM_CLASSES)) + " |",
              "|---|" + "---:|" * NUM_CLASSES]
     lines += [f"| {r['name']} | " + " | ".join(str(c) for c in r["class_counts"]) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def bench_markdown(report: dict) -> str:
+    """The table of `make bench` (ldm/bench.py): every row beside the floor at its own size."""
+    n, subset = report["num_images"], report["subset"]
+    floor = report["rows"][0]
+    lines = ["# Benchmark", "",
+             f"{report['device']}; preset {report['preset']}; data {report['data_dir']} "
+             f"({report['train_images']} training images); seed {report['seed']}; torch {report['torch_version']}.",
+             f"FID in this project's classifier features against the MNIST test set, {n} images per row unless "
+             f"the row says otherwise; FID@{subset} scores every row's first {subset} images, for comparison with "
+             "the smaller rows. Floor: real training images. \"random digits\": each image prompted with a digit "
+             "drawn from the training label frequencies, at guidance 1; \"no label\": the unconditional branch.", "",
+             f"| study | row | images | FID | × floor | FID@{subset} | precision | recall | recognised | images/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    floor_sub = floor.get(f"fid_{subset}", floor["fid"])
+    for r in report["rows"]:
+        fid_sub = r.get(f"fid_{subset}", r["fid"] if r["images"] == subset else None)
+        same_size_floor = floor["fid"] if r["images"] == n else floor_sub
+        lines.append(
+            f"| {r['study']} | {r['name']} | {r['images']} | {r['fid']:.2f} | {r['fid'] / same_size_floor:.1f} | "
+            + (f"{fid_sub:.2f}" if fid_sub is not None else "—")
+            + f" | {r['precision']:.3f} | {r['recall']:.3f} | "
+            + (f"{r['recognised']:.1%}" if "recognised" in r else "—") + " | "
+            + (f"{r['images_per_second']:.1f}" if "images_per_second" in r else "—") + " |")
+    guided = [r for r in report["rows"] if r["study"] == "guidance"]
+    if guided:
+        lines += ["", "Recognised, per prompted digit:", "",
+                  "| prompts | " + " | ".join(str(d) for d in range(NUM_CLASSES)) + " |",
+                  "|---|" + "---:|" * NUM_CLASSES]
+        lines += [f"| guidance {r['guidance']:g} | "
+                  + " | ".join("—" if v is None else f"{v:.1%}" for v in r["recognised_per_digit"]) + " |"
+                  for r in guided]
+    trained = [r for r in report["rows"] if r["study"] == "training"]
+    if trained:
+        lines += ["", f"Training study: {trained[0]['train_steps']} steps each, "
+                      f"{trained[0]['latents_per_second']:.0f} latents/s for the first."]
     return "\n".join(lines) + "\n"

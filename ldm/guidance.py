@@ -12,27 +12,15 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
 
-from .diffusion import EpsModel
+from .utils import ConfigError
 
-# model(x [N x ...], t [N], labels [N] or None) -> ε̂ like x
+# model(x [N x ...], t [N], labels [N] or None) -> ε̂ (or v̂) like x
 ConditionalModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
-
-class LabelEmbedding(nn.Module):
-    """Embedding of labels 0..num_classes-1 plus index `num_classes` for "no label"."""
-
-    def __init__(self, num_classes: int, dim: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.embed = nn.Embedding(num_classes + 1, dim)
-
-    def forward(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-        """:param labels: [N] ints, or None for N unlabelled examples. :return: [N x dim]."""
-        if labels is None:
-            labels = torch.full((batch_size,), self.num_classes, dtype=torch.long, device=self.embed.weight.device)
-        return self.embed(labels)
+# Guidance scale for digit prompts: the smallest measured scale at which the classifier
+# recognises more than 97% of prompted digits (docs/results.md, `make bench`).
+PROMPT_GUIDANCE = 1.5
 
 
 def drop_labels(labels: torch.Tensor, num_classes: int, p: float) -> torch.Tensor:
@@ -42,14 +30,14 @@ def drop_labels(labels: torch.Tensor, num_classes: int, p: float) -> torch.Tenso
 
 
 def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: float,
-                 num_classes: int) -> EpsModel:
+                 num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """An (x, t) -> ε̃ denoiser that samplers can use unchanged.
 
     labels None gives unconditional samples. The conditional and unconditional passes share one
     batch of 2N so guidance costs one (larger) forward per step.
     """
-    if scale < 0:
-        raise ValueError(f"guidance scale must be >= 0, got {scale}")
+    if not scale >= 0:
+        raise ConfigError("guidance", scale, "must be >= 0")
     if labels is None or scale == 0:
         return lambda x, t: model(x, t, None)
     if scale == 1:

@@ -14,7 +14,10 @@ from .utils import atomic_path
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> None:
-    """Write [N x 1 x H x W] images in [0, 1] as one grayscale PNG, `nrow` images per row."""
+    """Write images as one grayscale PNG, `nrow` images per row (default: a square grid): uint8
+    [N x H x W] as the pipeline and MNIST hold them, or floats [N x 1 x H x W] in [0, 1]."""
+    if images.dtype == torch.uint8:
+        images = to_float(images)
     images = images.detach().float().clamp(0, 1).cpu()
     n, _, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))

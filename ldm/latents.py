@@ -54,6 +54,16 @@ class LatentCache:
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.train_mean.shape[1:])
 
+    @classmethod
+    def encode(cls, vae: VAE, vae_fingerprint: str, train: tuple[torch.Tensor, torch.Tensor],
+               test: tuple[torch.Tensor, torch.Tensor], device: torch.device, info: dict,
+               progress: bool = False) -> "LatentCache":
+        """Encode (uint8 images, labels) of both splits and measure the scale factor on the training set."""
+        train_mean, train_logvar = encode_images(vae, train[0], device, progress=progress)
+        test_mean, test_logvar = encode_images(vae, test[0], device, progress=progress)
+        return cls(train_mean, train_logvar, test_mean, test_logvar, train[1].long(), test[1].long(),
+                   estimate_scale_factor(train_mean, train_logvar), vae_fingerprint, info)
+
     def sample(self, index: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latents scale·(μ + σ·ε) for the examples in `index`, with fresh ε."""
         mean, logvar = self.train_mean[index], self.train_logvar[index]

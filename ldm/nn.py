@@ -1,4 +1,5 @@
-"""Layers shared by the VAE and the UNet."""
+"""Layers shared by the models: time and label embeddings (UNet, toy MLP), residual blocks and
+resampling (VAE, UNet)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ class TimeEmbedding(nn.Sequential):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return super().forward(timestep_embedding(t, self.freq_dim))
+
+
+class LabelEmbedding(nn.Module):
+    """Embedding of labels 0..num_classes-1 plus index `num_classes` for "no label" (the entry that
+    classifier-free guidance trains by dropping labels, see guidance.py)."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """:param labels: [N] ints, or None for N unlabelled examples. :return: [N x dim]."""
+        if labels is None:
+            labels = torch.full((batch_size,), self.num_classes, dtype=torch.long, device=self.embed.weight.device)
+        return self.embed(labels)
 
 
 def normalization(channels: int) -> nn.GroupNorm:

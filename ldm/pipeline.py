@@ -1,130 +1,165 @@
-"""A trained latent diffusion model as one object: UNet + noise schedule + VAE decoder."""
+"""A trained latent diffusion model as one object: UNet + diffusion process + VAE decoder.
+
+    pipe = LatentDiffusion.from_pretrained("checkpoints")
+    images = pipe(num_images=16, digit=7, guidance=1.5, steps=50, seed=0)   # uint8 [16 x 28 x 28]
+    save_grid(images, "sevens.png")
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint, load_model
-from .diffusion import as_eps_model
-from .guidance import guided_model
-from .sampling import SAMPLERS, run_sampler
-from .schedule import NoiseSchedule
+from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
+from .data import NUM_CLASSES, to_uint8
+from .diffusion import Diffusion, DiffusionConfig
+from .guidance import PROMPT_GUIDANCE
+from .sampling import Callback, SamplerConfig
 from .unet import UNet
-from .utils import LdmError
+from .utils import ConfigError, LdmError, check_choice, resolve_device
 from .vae import VAE
 
+WEIGHTS = ("ema", "raw")
+# What images are prompted with: a digit 0-9; "all": 0-9 in turn; "any": digits drawn from the
+# training label frequencies, at guidance 1; "none": the "no label" branch.
+DIGIT_PROMPTS = ("all", "any", "none")
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[N x 1 x 28 x 28] floats in [0, 1] -> [N x 28 x 28] uint8, the representation of MNIST itself."""
-    return (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+def parse_digit(digit: int | str) -> int | str:
+    """A prompt as a user writes it (7, "7", "all", ...) -> an int 0-9 or one of DIGIT_PROMPTS."""
+    if digit in DIGIT_PROMPTS:
+        return digit
+    if str(digit) not in [str(d) for d in range(NUM_CLASSES)]:
+        raise ConfigError("digit", digit, f"must be a digit 0-9 or one of {', '.join(DIGIT_PROMPTS)}")
+    return int(digit)
 
 
 @dataclass
 class LatentDiffusion:
     unet: UNet
     vae: VAE
-    schedule: NoiseSchedule
-    scale_factor: float
-    prediction: str  # what the UNet outputs: eps or v
+    diffusion: Diffusion
+    scale_factor: float  # latents were multiplied by it before diffusion
+    label_frequencies: list[float] | None  # how often each digit occurs in training
     unet_ckpt: Checkpoint
     vae_ckpt: Checkpoint
     denoiser: torch.nn.Module  # what the samplers call: the UNet, or torch.compile(UNet)
 
     @classmethod
-    def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device,
+    def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device | str = "auto",
              weights: str = "ema", compile: bool = False) -> "LatentDiffusion":
         """Load both models and check that the UNet was trained on latents of this very VAE;
-        with `compile`, sample through torch.compile(UNet)."""
-        if weights not in ("ema", "raw"):
-            raise LdmError(f"--weights {weights!r}: choose ema or raw")
+        `weights` "ema" (for sampling) or "raw"; with `compile`, sample through torch.compile(UNet)."""
+        check_choice("weights", weights, WEIGHTS)
+        device = resolve_device(device) if isinstance(device, str) else device
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
         vae, vae_ckpt = load_model(vae_path, VAE, device)
-        if unet_ckpt.info.get("vae_fingerprint") != vae_ckpt.fingerprint:
-            raise LdmError(f"{vae_path}: VAE {vae_ckpt.fingerprint} is not the one the UNet in {unet_path} "
-                           f"was trained with ({unet_ckpt.info.get('vae_fingerprint')}); rerun `make latents diffusion`")
-        diffusion = unet_ckpt.info["diffusion"]
-        schedule = NoiseSchedule.from_name(diffusion["schedule"], diffusion["num_timesteps"])
-        return cls(unet, vae, schedule, float(diffusion["scale_factor"]), diffusion.get("prediction", "eps"),
+        check_made_with_vae(unet_ckpt, vae_ckpt, "rerun `make latents diffusion`")
+        diffusion = Diffusion(build_config(DiffusionConfig, unet_ckpt.info.get("diffusion", {}), unet_ckpt.path))
+        return cls(unet, vae, diffusion, float(unet_ckpt.info["scale_factor"]), unet_ckpt.info.get("label_frequencies"),
                    unet_ckpt, vae_ckpt, torch.compile(unet) if compile else unet)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike = "checkpoints", device: torch.device | str = "auto",
+                        weights: str = "ema", compile: bool = False) -> "LatentDiffusion":
+        """The UNet and VAE that `make all` writes into `folder` (unet.safetensors, vae.safetensors)."""
+        folder = Path(folder)
+        return cls.load(folder / "unet.safetensors", folder / "vae.safetensors", device, weights, compile)
 
     @property
     def num_classes(self) -> int:
         return self.unet.config.num_classes
 
-    def draw_labels(self, num_samples: int, seed: int) -> torch.Tensor:
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def draw_labels(self, num_images: int, seed: int) -> torch.Tensor:
         """[N] digits drawn independently from their frequencies in the training set. Prompting
         with them at guidance 1 samples p(x) = Σ_y p(y) p(x | y), as a class-conditional model's
         unprompted samples; the "no label" branch learns p(x) only from the dropped labels."""
-        if not self.num_classes:
-            raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it has no digits to draw")
-        frequencies = self.unet_ckpt.info.get("label_frequencies")
-        if frequencies is None:
+        if self.label_frequencies is None:
             raise LdmError(f"{self.unet_ckpt.path}: no label frequencies recorded; retrain with `make diffusion`")
         generator = torch.Generator().manual_seed(seed)
-        return torch.multinomial(torch.tensor(frequencies, dtype=torch.float64), num_samples, replacement=True,
-                                 generator=generator)
+        return torch.multinomial(torch.tensor(self.label_frequencies, dtype=torch.float64), num_images,
+                                 replacement=True, generator=generator)
 
-    def unprompted_labels(self, num_samples: int, seed: int) -> torch.Tensor | None:
-        """What unprompted samples are prompted with: digits from `draw_labels` for a
-        class-conditional UNet, None (no labels at all) for an unconditional one."""
-        return self.draw_labels(num_samples, seed) if self.num_classes else None
+    def prompt(self, digit: int | str | None, num_images: int, seed: int = 0,
+               guidance: float | None = None) -> tuple[int | str, torch.Tensor | None, float]:
+        """Resolve a prompt (see DIGIT_PROMPTS; None: "any" for a class-conditional UNet, else
+        "none") into (digit, labels [N] or None, guidance). Unset guidance is 1 for "any" and
+        PROMPT_GUIDANCE for digit prompts."""
+        digit = parse_digit(digit) if digit is not None else "any" if self.num_classes else "none"
+        if digit != "none" and not self.num_classes:
+            raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it cannot be prompted with digits")
+        if guidance is None:
+            guidance = 1.0 if digit == "any" else PROMPT_GUIDANCE
+        if digit == "none":
+            labels = None
+        elif digit == "any":
+            labels = self.draw_labels(num_images, seed)
+        elif digit == "all":
+            labels = torch.arange(num_images) % NUM_CLASSES
+        else:
+            labels = torch.full((num_images,), digit)
+        return digit, labels, guidance
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]."""
         return self.vae.decode(z.float() / self.scale_factor)
 
     @torch.no_grad()
-    def sample_latents(self, num_samples: int, *, sampler: str = "ddim", steps: int | None = None,
-                       eta: float = 0.0, variance: str = "beta_tilde", labels: torch.Tensor | None = None,
+    def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
                        guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
-                       callback=None) -> torch.Tensor:
-        """One batch of scaled latents [N x C x 7 x 7] (see `sample` for the arguments);
-        `callback(i, t, x_t, x̂_0)` is called after every step."""
-        if sampler not in SAMPLERS:
-            raise LdmError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        if labels is not None and not self.num_classes:
-            raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it cannot be prompted with digits")
-        device = next(self.unet.parameters()).device
-        model = as_eps_model(guided_model(self.denoiser, None if labels is None else labels.to(device), guidance,
-                                          self.num_classes), self.schedule, self.prediction)
-        shape = (num_samples, self.unet.config.in_channels, 7, 7)
-        kwargs = dict(generator=generator, device=device, progress=progress, callback=callback)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return run_sampler(sampler, model, self.schedule, shape, steps=steps, eta=eta, variance=variance,
-                               **kwargs).float()
+                       callback: Callback | None = None) -> torch.Tensor:
+        """One batch of scaled latents [N x C x 7 x 7]; `callback(i, t, x_t, x̂_0)` after every step."""
+        device = self.device
+        return self.diffusion.sample(self.denoiser, (num_images, *self.vae.latent_shape), sampler,
+                                     labels=None if labels is None else labels.to(device), guidance=guidance,
+                                     num_classes=self.num_classes, generator=generator, device=device,
+                                     progress=progress, callback=callback).float()
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, seed: int = 0, batch_size: int = 1000, labels: torch.Tensor | None = None,
-               progress: bool = True, **sampler_args) -> torch.Tensor:
-        """Generate decoded images, [N x 28 x 28] uint8. Noise comes from one CPU generator seeded
-        with `seed`, so the result depends on (seed, batch_size), not on the device.
-
-        :param labels: [N] digits to prompt with (classifier-free guidance of scale `guidance`),
-            or None for the unconditional model (a class-conditional UNet's "no label" branch).
-        :param sampler_args: sampler ("ddpm" or "ddim"), steps, eta, variance, guidance.
-        """
+    def sample(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
+               guidance: float = 1.0, seed: int = 0, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+        """Decoded images [N x 28 x 28] uint8 prompted with `labels` (None: the "no label" branch).
+        Noise comes from one CPU generator seeded with `seed`, so the result depends on (seed,
+        batch_size), not on the device."""
         generator = torch.Generator().manual_seed(seed)
         out = []
-        for start in tqdm(range(0, num_samples, batch_size), desc="batches", disable=not progress):
-            n = min(batch_size, num_samples - start)
+        for start in tqdm(range(0, num_images, batch_size), desc="batches", disable=not progress):
+            n = min(batch_size, num_images - start)
             batch_labels = None if labels is None else labels[start:start + n]
-            z = self.sample_latents(n, labels=batch_labels, generator=generator, progress=progress, **sampler_args)
+            z = self.sample_latents(n, sampler, labels=batch_labels, guidance=guidance, generator=generator,
+                                    progress=progress)
             out.append(to_uint8(self.decode(z)))
         return torch.cat(out)
 
+    def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
+                 sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, variance: str = "beta_tilde",
+                 seed: int = 0, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none" (see
+        `prompt`); guidance: classifier-free guidance scale; sampler ("ddpm", "ddim", "langevin"),
+        steps, eta and variance as in SamplerConfig."""
+        sampler_config = SamplerConfig(sampler, steps, eta, variance)
+        _, labels, guidance = self.prompt(digit, num_images, seed, guidance)
+        return self.sample(num_images, sampler_config, labels=labels, guidance=guidance, seed=seed,
+                           batch_size=batch_size, progress=progress)
+
     @torch.no_grad()
-    def denoising_strip(self, num_samples: int = 8, columns: int = 10, *, seed: int = 0,
-                        **sampler_args) -> torch.Tensor:
+    def denoising_strip(self, num_images: int, sampler: SamplerConfig, columns: int = 10, *, seed: int = 0,
+                        labels: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
         """The decoded prediction x̂_0 at `columns` evenly spaced steps of the chain, then the final
-        sample: [num_samples x (columns + 1) x 1 x 28 x 28], one row per sample."""
+        sample: [num_images x (columns + 1) x 1 x 28 x 28], one row per sample."""
         predictions = []  # x̂_0 latents of every step; decoded only where kept
-        z = self.sample_latents(num_samples, generator=torch.Generator().manual_seed(seed),
-                                callback=lambda i, t, x, x0: predictions.append(x0), **sampler_args)
+        z = self.sample_latents(num_images, sampler, labels=labels, guidance=guidance,
+                                generator=torch.Generator().manual_seed(seed),
+                                callback=lambda i, t, x, x0: predictions.append(x0))
         keep = np.linspace(0, len(predictions) - 1, columns).round().astype(int)
         frames = [self.decode(predictions[i]) for i in keep] + [self.decode(z)]
         return torch.stack(frames, dim=1).clamp(0, 1).cpu()  # (N, columns + 1, 1, 28, 28)

@@ -1,16 +1,27 @@
 """Hyper-parameter presets: `cpu` fits `make all` into 45 minutes on 2 cores, `gpu` is for the
-best result on a CUDA GPU, `smoke` is a seconds-long run for tests. `auto` picks by device."""
+best result on a CUDA GPU, `smoke` is a seconds-long run for tests. `auto` picks by device.
+
+Every value was chosen by measurement (docs/results.md, `make bench`): the diffusion process is
+DiffusionConfig's default (cosine schedule, v-prediction, 50% of labels dropped). The EMA keeps
+k-diffusion's warm-up power 2/3: in `make all` with the same weights and noise, power 0.85 (decay
+0.9991 rather than 0.996 after 4000 steps) scored "no label" DDPM-100 15.97 and DDIM-50 21.50
+against 16.64 and 22.66, but guided 32.54 against 26.46. Label dropout stays at 50%: chosen when
+unprompted samples came from the "no label" branch, which learns only from the dropped fraction;
+with random-digit prompts 20% and 50% measured within noise of each other, and the branch still
+does the guiding. Sampling in batches of 500 rather than 2000 is ~35% faster on 2 CPU cores.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from .objective import DiffusionObjective
+from .diffusion import DiffusionConfig
+from .sampling import SamplerConfig
 from .train import TrainSettings
 from .unet import UNetConfig
-from .utils import LdmError
+from .utils import check_choice
 from .vae import VAEConfig
 
 
@@ -26,58 +37,50 @@ class Preset:
     name: str
     classifier: TrainSettings
     vae: TrainSettings
-    diffusion: TrainSettings
+    unet: TrainSettings
     vae_model: VAEConfig
     unet_model: UNetConfig
-    objective: DiffusionObjective  # schedule, prediction target, loss weighting, label dropout
     ddpm_steps: int  # steps of the ancestral DDPM row; < 1000 respaces the chain (CPU time)
     ddim_steps: int
     sample_batch_size: int
     bench: BenchSettings
-    guidance: float = 1.5  # classifier-free guidance scale for prompts: the smallest measured above 97% recognised (README)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
+    def sampler(self, name: str, steps: int | None = None, **settings) -> SamplerConfig:
+        """`name` with `steps`, or the preset's steps for DDPM and DDIM (Langevin: its default)."""
+        preset_steps = {"ddpm": self.ddpm_steps, "ddim": self.ddim_steps}
+        return SamplerConfig(name, steps or preset_steps.get(name), **settings)
 
-# Chosen by measurement (README, Results). At equal steps in `make bench` the cosine schedule with
-# v-prediction beat linear with v, which beat ε and ε with min-SNR-5 (cosine is paired with v only;
-# see scripts/bench.py). Label dropout 50%: chosen when unprompted samples came from the "no label"
-# branch, which learns only from the dropped fraction (50% rather than 20% halved their FID). They
-# now draw random digits, where 20% and 50% measured within noise of each other; the branch
-# still does the guiding, so 50% stays until guided samples are measured against the rate.
-MNIST_OBJECTIVE = DiffusionObjective(schedule="cosine", prediction="v", label_dropout=0.5)
-# The EMA keeps k-diffusion's warm-up power 2/3. In `make all` with the same weights and noise,
-# power 0.85 (decay 0.9991 rather than 0.996 after 4000 steps) scored "no label" DDPM-100 15.97
-# and DDIM-50 21.50 against 16.64 and 22.66, but guided 32.54 against 26.46 (README). Sampling in
-# batches of 500 rather than 2000 is ~35% faster on 2 CPU cores (README).
 
 PRESETS = {
     "cpu": Preset(
         name="cpu",
         classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50),
         vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100),
-        diffusion=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
+        unet=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        objective=MNIST_OBJECTIVE, ddpm_steps=100, ddim_steps=50, sample_batch_size=500,
+        ddpm_steps=100, ddim_steps=50, sample_batch_size=500,
         bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000),
     ),
     "gpu": Preset(
         name="gpu",
         classifier=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
         vae=TrainSettings(steps=20_000, batch_size=256, lr=1e-3, warmup_steps=500),
-        diffusion=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
+        unet=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        objective=MNIST_OBJECTIVE, ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
+        ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
         bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000),
     ),
     "smoke": Preset(
         name="smoke",
         classifier=TrainSettings(steps=3, batch_size=16, lr=1e-3),
         vae=TrainSettings(steps=3, batch_size=16, lr=1e-3),
-        diffusion=TrainSettings(steps=3, batch_size=16, lr=1e-3),
+        unet=TrainSettings(steps=3, batch_size=16, lr=1e-3),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
-        objective=MNIST_OBJECTIVE, ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
+        ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
         bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3),
     ),
 }
@@ -85,8 +88,7 @@ PRESETS = {
 
 def get_preset(name: str, device: torch.device) -> Preset:
     """'auto' means 'gpu' on CUDA and 'cpu' otherwise."""
+    check_choice("preset", name, ("auto", *PRESETS))
     if name == "auto":
         name = "gpu" if device.type == "cuda" else "cpu"
-    if name not in PRESETS:
-        raise LdmError(f"--preset {name!r}: choose one of auto, {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -10,6 +10,7 @@ bit; a different signature starts afresh. No pickle anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -24,6 +25,12 @@ from .utils import LdmError
 def snapshot_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     return out.with_name(f"{out.stem}.state.safetensors")
+
+
+def run_signature(stage: str, seed: int, data: str, **configs) -> dict:
+    """What makes two training runs the same run, and a snapshot of one resumable by the other:
+    the stage, the seed, a fingerprint of the training data and every dataclass config given."""
+    return {"stage": stage, "seed": seed, "data": data, **{k: dataclasses.asdict(v) for k, v in configs.items()}}
 
 
 class Snapshot:

@@ -13,13 +13,14 @@ from tqdm.auto import tqdm
 from .snapshot import Snapshot
 from .utils import LdmError
 
+
 @dataclass(frozen=True)
 class TrainSettings:
     steps: int
     batch_size: int
-    lr: float
-    warmup_steps: int = 0
-    ema_power: float = 2 / 3  # warm-up power of the weight EMA, for stages that keep one (the UNet)
+    lr: float  # peak learning rate of Adam, after the warm-up
+    warmup_steps: int = 0  # linear warm-up; a run shorter than this warms up over all its steps
+    ema_power: float = 2 / 3  # warm-up power of the weight EMA, for the denoisers that keep one (see EMA)
 
 
 # A step function returns the loss to minimise and detached tensors to log.
@@ -28,6 +29,7 @@ StepLoss = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 def get_lr(step: int, base_lr: float, total_steps: int, warmup_steps: int, min_ratio: float = 0.1) -> float:
     """Linear warm-up, then cosine decay from base_lr to min_ratio * base_lr at total_steps."""
+    warmup_steps = min(warmup_steps, total_steps)
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -40,7 +42,7 @@ class EMA:
     k-diffusion; power 2/3 reaches 0.999 after ~30k steps, so short runs are not stuck near init;
     a larger power averages over more of a short run: 0.85 reaches 0.999 after ~3.4k steps)."""
 
-    def __init__(self, model: torch.nn.Module, power: float = 2 / 3, inv_gamma: float = 1.0, max_decay: float = 0.9999):
+    def __init__(self, model: torch.nn.Module, power: float, inv_gamma: float = 1.0, max_decay: float = 0.9999):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.power, self.inv_gamma, self.max_decay = power, inv_gamma, max_decay
         self.num_updates = 0
@@ -59,16 +61,18 @@ class EMA:
         self.num_updates += 1
 
 
-def run_training(model: torch.nn.Module, step_loss: StepLoss, *, steps: int, lr: float, warmup_steps: int = 0,
-                 grad_clip: float = 1.0, ema: EMA | None = None, log_interval: int = 50,
-                 snapshot: Snapshot | None = None, desc: str = "train", progress: bool = True) -> dict[str, float]:
-    """Optimise `model` for `steps` steps with Adam; return the last logged metrics.
+def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSettings, *, grad_clip: float = 1.0,
+                 ema: EMA | None = None, log_interval: int = 50, snapshot: Snapshot | None = None,
+                 desc: str = "train", progress: bool = True) -> dict[str, float]:
+    """Optimise `model` for `settings.steps` steps with Adam at the `get_lr` schedule; return the
+    last logged metrics.
 
     Metrics are read back (a device sync) only every `log_interval` steps. The first step whose
     loss is not finite is tracked on the device; at the next read-back training stops with an
     LdmError naming it, before any snapshot of the diverged weights is written. With a
     `snapshot`, the run resumes from it when possible and saves it when due.
     """
+    steps, lr = settings.steps, settings.lr
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, logged = snapshot.restore(model, optimizer, ema) if snapshot is not None else (0, {})
     model.train()
@@ -83,7 +87,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, *, steps: int, lr:
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, lr, steps, warmup_steps)
+            group["lr"] = get_lr(step, lr, steps, settings.warmup_steps)
         loss, metrics = step_loss(step)
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step)
         optimizer.zero_grad(set_to_none=True)

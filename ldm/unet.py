@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .guidance import LabelEmbedding
-from .nn import Downsample, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
+from .nn import Downsample, LabelEmbedding, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Small helpers every stage needs: user-facing errors, seeding, devices, atomic writes."""
+"""Small helpers every stage needs: errors, seeding, devices, mixed precision, atomic writes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,21 @@ class LdmError(Exception):
     """A problem with the user's input (a file, an option); scripts print it as one line."""
 
 
+class ConfigError(LdmError, ValueError):
+    """A setting outside its domain, raised once, where the setting is defined. `field` is the
+    setting's name in its config or call; `ldm.cli` turns it into the flag that set it."""
+
+    def __init__(self, field: str, value, reason: str):
+        super().__init__(f"{field}={value}: {reason}")
+        self.field, self.value, self.reason = field, value, reason
+
+
+def check_choice(field: str, value, choices) -> None:
+    """Refuse a mode outside its closed set, listing the valid ones."""
+    if value not in choices:
+        raise ConfigError(field, value, f"choose one of {', '.join(map(str, choices))}")
+
+
 def set_seed(seed: int) -> None:
     """Seed every global RNG in one place; explicit generators are derived from the same seed."""
     random.seed(seed)
@@ -25,17 +40,22 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(name: str) -> torch.device:
-    """Map --device auto|cpu|cuda to a torch.device; 'auto' takes CUDA when it is available."""
+    """Map auto|cpu|cuda to a torch.device; 'auto' takes CUDA when it is available."""
+    check_choice("device", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise LdmError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
-        return torch.device("cuda")
-    raise LdmError(f"--device {name!r}: expected one of auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "no CUDA GPU is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """The one mixed-precision policy: bf16 autocast on CUDA, full precision on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _folder_error(folder: Path, e: OSError) -> LdmError:

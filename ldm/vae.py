@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import IMAGE_SIZE
 from .nn import ResBlock, normalization
 
 
@@ -56,6 +57,11 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder, self.decoder = Encoder(config), Decoder(config)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """C x H x W of a latent: two stride-2 convolutions take 28x28 to 7x7."""
+        return (self.config.latent_channels, IMAGE_SIZE // 4, IMAGE_SIZE // 4)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N x 1 x 28 x 28] in [0, 1] -> (mean, logvar), each [N x latent_channels x 7 x 7]."""

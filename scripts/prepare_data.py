@@ -17,14 +17,16 @@ from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
 from ldm.utils import LdmError, check_writable, write_text_atomic
 
 
-def main() -> None:
+def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
     parser.add_argument("--download", action="store_true",
                         help="download missing files with torchvision (optional extra: pip install 'ldm[download]')")
     parser.add_argument("--out", default="checkpoints/data.json", help="summary written here")
-    args = parser.parse_args()
+    return parser
 
+
+def main(args) -> None:
     check_writable(args.out)
     if args.download:
         try:
@@ -47,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(parser(), main)

@@ -16,24 +16,25 @@ from pathlib import Path
 import torch
 
 from ldm import __version__
-from ldm.cli import StageParser, positive_int, run, seed
-from ldm.toy import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
-from ldm.toy_data import TOY_DATASETS, get_toy_dataset
-from ldm.toy_plots import save_toy_figure
+from ldm.cli import StageParser, add_runtime_args, positive_int, run
+from ldm.toy.data import TOY_DATASETS, get_toy_dataset
+from ldm.toy.plots import save_toy_figure
+from ldm.toy.run import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
 from ldm.utils import check_writable, describe_device, set_seed, write_text_atomic
 
 
-def main() -> None:
+def parser() -> StageParser:
     parser = StageParser(__doc__)
     parser.add_argument("--data", nargs="+", default=list(TOY_DATASETS), help=f"of {', '.join(TOY_DATASETS)}")
     parser.add_argument("--settings", default="full", choices=list(TOY_SETTINGS),
                         help="full: the make toy run; fast: the size the tests use")
     parser.add_argument("--num-samples", type=positive_int, default=4000, help="samples per sampler and data set")
     parser.add_argument("--out-dir", default="reports/toy", help="PNGs, toy.json and toy.md go here")
-    parser.add_argument("--seed", type=seed, default=0, help="seeds the data, initialisation and noise")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args()
+    add_runtime_args(parser, device=False)
+    return parser
 
+
+def main(args) -> None:
     datasets = [get_toy_dataset(name) for name in args.data]
     out_dir = Path(args.out_dir)
     check_writable(out_dir / "toy.json")
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(parser(), main)

@@ -106,19 +106,23 @@ CASES = {
         ["absent.safetensors", "file not found"]),
     "UNet trained on latents of another VAE": (
         lambda p, out, tmp, other: sample(p, out, "--vae", other),
-        ["other_vae.safetensors", "is not the one the UNet"]),
+        ["unet.safetensors: made with VAE", "not with the VAE in", "other_vae.safetensors",
+         "rerun `make latents diffusion`"]),
     "samples decoded by another VAE": (
         lambda p, out, tmp, other: evaluate(p, out, other, p["ckpt"] / "samples_ddim.safetensors"),
-        ["samples_ddim.safetensors", "not the VAE in", "rerun `make sample`"]),
+        ["samples_ddim.safetensors", "not with the VAE in", "rerun `make sample`"]),
     "unknown schedule": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--schedule", "sigmoid"),
-        ["--schedule", "sigmoid"]),
+        ["--schedule sigmoid: choose one of linear, cosine"]),
     "unknown prediction target": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--prediction", "x0"),
-        ["--prediction", "x0"]),
+        ["--prediction x0: choose one of eps, v"]),
+    "too few timesteps for the linear schedule": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--schedule", "linear", "--timesteps", 10),
+        ["--timesteps 10: must be positive (at least 20 for the linear schedule"]),
     "unknown sampler": (
         lambda p, out, tmp, other: sample(p, out, "--sampler", "euler"),
-        ["argument --sampler: invalid choice: 'euler'"]),
+        ["--sampler euler: choose one of ddpm, ddim, langevin"]),
     "zero training steps": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--steps", 0),
         ["argument --steps: must be a positive integer, got 0"]),
@@ -144,13 +148,20 @@ CASES = {
         ["argument --seed: must be in [0, 2**32), got -1"]),
     "negative guidance": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance", -0.5),
-        ["argument --guidance: must be >= 0, got -0.5"]),
+        ["--guidance -0.5: must be >= 0"]),
     "digit out of range": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 11),
-        ["argument --digit: must be a digit 0-9, 'all', 'any' or 'none', got '11'"]),
+        ["--digit 11: must be a digit 0-9 or one of all, any, none"]),
+    "unknown preset": (
+        lambda p, out, tmp, other: sample(p, out, "--preset", "huge"),
+        ["--preset huge: choose one of auto, cpu, gpu, smoke"]),
+    "batch larger than the training set": (
+        lambda p, out, tmp, other: ("train_classifier", ["--data-dir", p["data"], *SMOKE, "--batch-size", 100,
+                                                         "--out", out / "c.safetensors"]),
+        ["--batch-size 100: larger than the 64 training examples"]),
     "--device cuda without a GPU": (
         lambda p, out, tmp, other: ("sample", [*p["models"], "--device", "cuda", "--out", out / "s.safetensors"]),
-        ["--device cuda"]),
+        ["--device cuda: no CUDA GPU is available"]),
     "output folder that cannot be written": (
         lambda p, out, tmp, other: sample(p, tmp / "a_file"),
         ["a_file: cannot write output folder"]),

@@ -88,7 +88,7 @@ def test_batch_sampler_covers_an_epoch_without_repeats_and_is_seeded():
     first_epoch = [a.next() for _ in range(2)]
     assert sorted(np.concatenate(first_epoch).tolist()) == list(range(10))
     assert all((x == y).all() for x, y in zip(first_epoch, [b.next() for _ in range(2)]))
-    with pytest.raises(LdmError, match="batch-size"):
+    with pytest.raises(LdmError, match="batch_size=5: larger than the 4"):
         BatchSampler(4, 5, seed=0)
 
 

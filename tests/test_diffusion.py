@@ -1,7 +1,13 @@
+import pytest
 import torch
 
-from ldm.diffusion import as_eps_model, predict_x0_from_eps, q_sample, training_losses, velocity
+from ldm.diffusion import Diffusion, DiffusionConfig
 from ldm.schedule import NoiseSchedule
+from ldm.utils import ConfigError
+
+
+def diffusion(schedule: str = "linear", prediction: str = "eps", **changes) -> Diffusion:
+    return Diffusion(DiffusionConfig(schedule=schedule, prediction=prediction, **changes))
 
 
 def test_q_sample_mean_and_variance_match_closed_form():
@@ -10,7 +16,7 @@ def test_q_sample_mean_and_variance_match_closed_form():
     for t_value in (0, 250, 999):
         x0 = torch.full((200_000, 1), 1.5)
         t = torch.full((len(x0),), t_value)
-        xt = q_sample(s, x0, t)
+        xt = s.q_sample(x0, t)
         alpha_bar = s.alphas_cumprod[t_value].item()
         # standard errors: sqrt(var/N) ~ 0.002 for the mean; 0.3% relative for the variance
         assert abs(xt.mean().item() - 1.5 * alpha_bar ** 0.5) < 0.01
@@ -21,48 +27,64 @@ def test_predict_x0_inverts_q_sample():
     s = NoiseSchedule.from_name("cosine", 1000)
     x0, noise = torch.randn(64, 4, 7, 7), torch.randn(64, 4, 7, 7)
     t = torch.randint(0, 1000, (64,))
-    torch.testing.assert_close(predict_x0_from_eps(s, q_sample(s, x0, t, noise), t, noise), x0, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(s.predict_x0(s.q_sample(x0, t, noise), t, noise), x0, rtol=1e-4, atol=1e-3)
 
 
 def test_training_loss_is_zero_for_the_oracle_and_one_for_a_zero_model():
-    s = NoiseSchedule.from_name("linear", 1000)
+    d = diffusion()
     x0, noise = torch.randn(512, 8), torch.randn(512, 8)
-    oracle = lambda x_t, t: noise
-    losses, t = training_losses(oracle, s, x0, noise=noise)
+    losses, t = d.losses(lambda x_t, t: noise, x0, noise=noise)
     assert losses.shape == (512,) and t.shape == (512,) and losses.abs().max().item() == 0.0
-    zero_losses, _ = training_losses(lambda x_t, t: torch.zeros_like(x_t), s, x0, noise=noise)
+    zero_losses, _ = d.losses(lambda x_t, t: torch.zeros_like(x_t), x0, noise=noise)
     torch.testing.assert_close(zero_losses, noise.pow(2).mean(1))
 
 
 def test_v_prediction_round_trips_to_eps_and_x0():
-    s = NoiseSchedule.from_name("cosine", 1000)
+    d = diffusion("cosine", "v")
+    s = d.schedule
     x0, noise = torch.randn(256, 4), torch.randn(256, 4)
     t = torch.randint(0, 1000, (256,))
-    x_t = q_sample(s, x0, t, noise)
-    v = velocity(s, x0, t, noise)
-    eps = as_eps_model(lambda x, t_: v, s, "v")(x_t, t)
+    x_t = s.q_sample(x0, t, noise)
+    v = s.velocity(x0, t, noise)
+    eps = d.eps_model(lambda x, t_, labels: v)(x_t, t)  # what the samplers see of a v-predictor
     torch.testing.assert_close(eps, noise, rtol=1e-4, atol=1e-4)
     # v is the derivative of x_φ = cos φ x_0 + sin φ ε in φ, so |v|² + |x_t|² = |x_0|² + |ε|² for unit-norm rows
     x0u, nu = x0 / x0.norm(dim=1, keepdim=True), noise - (noise * x0).sum(1, keepdim=True) * x0 / x0.pow(2).sum(1, keepdim=True)
     nu = nu / nu.norm(dim=1, keepdim=True)
-    vu, xu = velocity(s, x0u, t, nu), q_sample(s, x0u, t, nu)
+    vu, xu = s.velocity(x0u, t, nu), s.q_sample(x0u, t, nu)
     torch.testing.assert_close(vu.pow(2).sum(1) + xu.pow(2).sum(1), torch.full((256,), 2.0), rtol=1e-4, atol=1e-4)
-    losses, _ = training_losses(lambda x, t_: v, s, x0, t, noise, prediction="v")
+    losses, _ = d.losses(lambda x, t_: v, x0, t, noise)
     assert losses.abs().max().item() < 1e-10
 
 
 def test_min_snr_weights_match_their_definition():
-    s = NoiseSchedule.from_name("linear", 1000)
     x0, noise = torch.randn(1000, 2), torch.randn(1000, 2)
     t = torch.arange(1000)
     zero = lambda x, t_: torch.zeros_like(x)
-    plain, _ = training_losses(zero, s, x0, t, noise)
-    weighted, _ = training_losses(zero, s, x0, t, noise, min_snr_gamma=5.0)
-    a = s.alphas_cumprod
+    plain, _ = diffusion().losses(zero, x0, t, noise)
+    weighted, _ = diffusion(min_snr_gamma=5.0).losses(zero, x0, t, noise)
+    a = NoiseSchedule.from_name("linear").alphas_cumprod
     ratio = (a / (1 - a)).float()
     torch.testing.assert_close(weighted, plain * ratio.clamp(max=5.0) / ratio)
     # low-noise steps (SNR > γ) are down-weighted, high-noise steps (SNR < γ) keep weight 1
     assert (weighted[:10] < plain[:10]).all() and torch.equal(weighted[-10:], plain[-10:])
-    plain_v, _ = training_losses(zero, s, x0, t, noise, prediction="v")
-    weighted_v, _ = training_losses(zero, s, x0, t, noise, prediction="v", min_snr_gamma=5.0)
+    plain_v, _ = diffusion(prediction="v").losses(zero, x0, t, noise)
+    weighted_v, _ = diffusion(prediction="v", min_snr_gamma=5.0).losses(zero, x0, t, noise)
     torch.testing.assert_close(weighted_v, plain_v * ratio.clamp(max=5.0) / (ratio + 1))
+
+
+def test_the_default_config_is_the_measured_choice():
+    assert (DiffusionConfig().schedule, DiffusionConfig().prediction) == ("cosine", "v")
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"schedule": "sigmoid"}, "schedule"), ({"prediction": "x0"}, "prediction"),
+    ({"num_timesteps": 0}, "num_timesteps"), ({"schedule": "linear", "num_timesteps": 19}, "num_timesteps"),
+    ({"min_snr_gamma": 0.0}, "min_snr_gamma"), ({"label_dropout": 1.5}, "label_dropout")])
+def test_a_config_outside_its_domain_is_refused_naming_the_field(change, field):
+    with pytest.raises(ConfigError) as error:
+        DiffusionConfig(**change)
+    assert error.value.field == field
+    if field == "schedule":
+        assert "linear, cosine" in str(error.value)
+    DiffusionConfig(**dict(change, **{field: getattr(DiffusionConfig(), field)}))  # the default is accepted

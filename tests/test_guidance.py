@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from ldm.guidance import LabelEmbedding, drop_labels, guided_model
+from ldm.guidance import drop_labels, guided_model
+from ldm.nn import LabelEmbedding
 from ldm.sampling import ddim_sample
 from ldm.schedule import NoiseSchedule
 from ldm.unet import UNet, UNetConfig

@@ -15,13 +15,14 @@ import torch
 from safetensors import safe_open
 from stage_scripts import ROOT, SMOKE, run_script
 
-from ldm import __version__
+from ldm import __version__, save_grid
+from ldm.bench import TRAINING_CHOICES
 from ldm.checkpoint import load_checkpoint
+from ldm.evaluation import samples_row_name
+from ldm.guidance import PROMPT_GUIDANCE as SMOKE_GUIDANCE  # the scale make-style runs prompt with
 from ldm.pipeline import LatentDiffusion
 from ldm.presets import PRESETS
-from scripts.bench import TRAINING_CHOICES
-
-SMOKE_GUIDANCE = PRESETS["smoke"].guidance  # the scale make-style runs prompt with
+from ldm.utils import LdmError
 
 
 def test_every_stage_writes_its_outputs(pipeline):
@@ -31,7 +32,7 @@ def test_every_stage_writes_its_outputs(pipeline):
         assert (ckpt / f"{name}.safetensors").is_file(), name
     assert (ckpt / "samples_ddim.png").is_file() and (reports / "vae.png").is_file()
     samples = load_checkpoint(ckpt / "samples_ddpm.safetensors", "samples")
-    assert samples.tensors["images"].shape == (16, 28, 28) and samples.info["label"] == "DDPM-5, random digits"
+    assert samples.tensors["images"].shape == (16, 28, 28) and samples_row_name(samples.info) == "DDPM-5, random digits"
     latents = load_checkpoint(ckpt / "latents.safetensors", "latents")
     vae = load_checkpoint(ckpt / "vae.safetensors", "vae")
     assert latents.info["vae_fingerprint"] == vae.fingerprint
@@ -94,7 +95,7 @@ def test_unprompted_samples_draw_digits_from_the_training_labels(pipeline, tmp_p
     run_script("sample", *pipeline["models"], *SMOKE, "--digit", "none", "--num-samples", 4,
                "--out", tmp_path / "none.safetensors")
     no_label = load_checkpoint(tmp_path / "none.safetensors", "samples")
-    assert "labels" not in no_label.tensors and no_label.info["label"] == "DDIM-3, no label"
+    assert "labels" not in no_label.tensors and samples_row_name(no_label.info) == "DDIM-3, no label"
 
 
 def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
@@ -104,6 +105,21 @@ def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
     a = load_checkpoint(tmp_path / "a.safetensors", "samples").tensors["images"]
     b = load_checkpoint(tmp_path / "b.safetensors", "samples").tensors["images"]
     assert a.numpy().tobytes() == b.numpy().tobytes()
+
+
+def test_the_python_api_gives_what_the_script_wrote(pipeline, tmp_path):
+    """LatentDiffusion.from_pretrained + pipe(...) with the settings `make sample` used for the
+    digits file (the smoke preset: DDIM-3, batches of 8) reproduces its images byte for byte."""
+    pipe = LatentDiffusion.from_pretrained(pipeline["ckpt"], device="cpu")
+    images = pipe(num_images=20, digit="all", steps=PRESETS["smoke"].ddim_steps, batch_size=8, seed=0)
+    written = load_checkpoint(pipeline["ckpt"] / "samples_digits.safetensors", "samples").tensors["images"]
+    assert images.dtype == torch.uint8 and torch.equal(images, written)
+    sevens = pipe(num_images=3, digit=7, guidance=2.0, sampler="ddpm", steps=4, seed=1)
+    assert sevens.shape == (3, 28, 28) and not torch.equal(sevens[0], sevens[1])
+    save_grid(sevens, tmp_path / "sevens.png")
+    assert (tmp_path / "sevens.png").stat().st_size > 0
+    with pytest.raises(LdmError, match="unet.safetensors: file not found"):
+        LatentDiffusion.from_pretrained(tmp_path, device="cpu")
 
 
 def test_every_script_has_help():
@@ -119,7 +135,7 @@ def test_training_options_reach_the_checkpoint_and_it_samples(pipeline, tmp_path
                "--schedule", "linear", "--prediction", "eps", "--min-snr-gamma", 5, "--ema-power", 0.5,
                "--out", tmp_path / "v.safetensors")
     unet = load_checkpoint(tmp_path / "v.safetensors", "unet")
-    diffusion, steps = unet.info["diffusion"], PRESETS["smoke"].diffusion.steps
+    diffusion, steps = unet.info["diffusion"], PRESETS["smoke"].unet.steps
     assert (diffusion["schedule"], diffusion["prediction"], diffusion["min_snr_gamma"]) == ("linear", "eps", 5)
     # the EMA's decay after `steps` updates, with the requested warm-up power
     assert unet.info["ema_decay"] == pytest.approx(1 - (1 + steps) ** -0.5)
@@ -150,13 +166,14 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
     assert studies.count("floor") == 1 and studies.count("sampler") == 10 and studies.count("guidance") == 4
     assert [row["name"] for row in report["rows"] if row["study"] == "training"] == list(TRAINING_CHOICES)
     by_name = {row["name"]: row for row in report["rows"]}
-    assert by_name["DDPM-1000 σ²=β"]["images"] == 8 and by_name["DDIM-50"]["images"] == 16
-    assert by_name["DDIM-50, no label"]["images"] == 16 and "recognised" not in by_name["DDIM-50"]
-    assert len(by_name["digits 0-9, guidance 1"]["recognised_per_digit"]) == 10
+    assert by_name["DDPM-1000 σ²=β, random digits"]["images"] == 8
+    assert by_name["DDIM-50, random digits"]["images"] == 16 and "recognised" not in by_name["DDIM-50, random digits"]
+    assert by_name["DDIM-50, no label"]["images"] == 16
+    assert len(by_name["DDIM-50, digits 0-9, guidance 1"]["recognised_per_digit"]) == 10
     assert all(row["images_per_second"] > 0 for row in report["rows"] if row["study"] != "floor")
-    assert by_name["linear, v"]["objective"]["prediction"] == "v"
-    assert by_name["cosine, v"]["objective"]["schedule"] == "cosine"
-    assert by_name["cosine, v, 20% labels dropped"]["objective"]["label_dropout"] == 0.2
+    assert by_name["linear, v"]["diffusion"]["prediction"] == "v"
+    assert by_name["cosine, v"]["diffusion"]["schedule"] == "cosine"
+    assert by_name["cosine, v, 20% labels dropped"]["diffusion"]["label_dropout"] == 0.2
     for picture in ("bench_digits.png", "bench_process.png", "bench.md"):
         assert (tmp_path / picture).is_file()
 

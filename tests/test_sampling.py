@@ -6,7 +6,8 @@ must approach the data's own N(m, s²)."""
 import pytest
 import torch
 
-from ldm.sampling import ddim_sample, ddpm_sample, langevin_sample, sampling_timesteps
+from ldm.sampling import SamplerConfig, ddim_sample, ddpm_sample, langevin_sample, sampling_timesteps
+from ldm.utils import ConfigError
 from ldm.schedule import NoiseSchedule
 
 MEAN, STD = 1.0, 0.5
@@ -42,8 +43,8 @@ def expected_std(schedule: NoiseSchedule, steps: int, kind: str, eta: float = 0.
 
 
 CASES = {  # id: (sampler call, kind for expected_std, steps, eta)
-    "ddpm-1000-beta-tilde": (lambda m, s, g: ddpm_sample(m, s, (N, 1), generator=g), "ddpm", 1000, 0.0),
-    "ddpm-1000-beta": (lambda m, s, g: ddpm_sample(m, s, (N, 1), variance="beta", generator=g), "ddpm-beta", 1000, 0.0),
+    "ddpm-1000-beta-tilde": (lambda m, s, g: ddpm_sample(m, s, (N, 1), steps=1000, generator=g), "ddpm", 1000, 0.0),
+    "ddpm-1000-beta": (lambda m, s, g: ddpm_sample(m, s, (N, 1), steps=1000, variance="beta", generator=g), "ddpm-beta", 1000, 0.0),
     "ddpm-100": (lambda m, s, g: ddpm_sample(m, s, (N, 1), steps=100, generator=g), "ddpm", 100, 0.0),
     "ddim-1000": (lambda m, s, g: ddim_sample(m, s, (N, 1), steps=1000, generator=g), "ddim", 1000, 0.0),
     "ddim-50": (lambda m, s, g: ddim_sample(m, s, (N, 1), steps=50, generator=g), "ddim", 50, 0.0),
@@ -73,7 +74,7 @@ def test_few_deterministic_steps_shrink_the_variance():
 def test_samplers_fail_with_a_wrong_model():
     """The checks above can fail: a model that ignores the data mean misses it."""
     s = NoiseSchedule.from_name("linear", 1000)
-    x = ddim_sample(lambda x, t: torch.zeros_like(x), s, (5000, 2), generator=torch.Generator().manual_seed(0))
+    x = ddim_sample(lambda x, t: torch.zeros_like(x), s, (5000, 2), steps=50, generator=torch.Generator().manual_seed(0))
     assert abs(x.mean().item() - MEAN) > 0.5
 
 
@@ -95,8 +96,27 @@ def test_sampling_timesteps():
     assert sampling_timesteps(1000, 1000) == list(range(999, -1, -1))
     steps = sampling_timesteps(1000, 50)
     assert len(steps) == 50 and steps[0] == 999 and steps[-1] == 0 and steps == sorted(steps, reverse=True)
-    with pytest.raises(ValueError):
-        sampling_timesteps(1000, 0)
+    for steps in (0, 1001):
+        with pytest.raises(ConfigError, match="1..1000"):
+            sampling_timesteps(1000, steps)
+
+
+def test_sampler_config_validates_once_and_names_itself():
+    assert SamplerConfig("ddim").steps == 50 and SamplerConfig("ddpm").steps == 1000
+    assert [SamplerConfig("ddpm", 100).label, SamplerConfig("ddpm", 1000, variance="beta").label,
+            SamplerConfig("ddim", 20, eta=0.5).label, SamplerConfig("langevin").label] == \
+        ["DDPM-100", "DDPM-1000 σ²=β", "DDIM-20 η=0.5", "Langevin-100"]
+    for bad, field in (({"sampler": "euler"}, "sampler"), ({"variance": "sigma"}, "variance"), ({"eta": -1}, "eta")):
+        with pytest.raises(ConfigError) as error:
+            SamplerConfig(**bad)
+        assert error.value.field == field
+
+
+def test_sampler_config_runs_the_sampler_it_names():
+    s = NoiseSchedule.from_name("linear", 1000)
+    direct = ddim_sample(oracle_eps(s), s, (64, 2), steps=20, eta=0.3, generator=torch.Generator().manual_seed(3))
+    config = SamplerConfig("ddim", 20, eta=0.3).run(oracle_eps(s), s, (64, 2), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(direct, config)
 
 
 def langevin_moments(schedule: NoiseSchedule, levels: int, steps_per_level: int, step_scale: float):

@@ -1,4 +1,4 @@
-"""The pipeline's diffusion code on toy vectors (ldm/toy.py): each trained model's samples must be
+"""The pipeline's diffusion code on toy vectors (ldm/toy/): each trained model's samples must be
 close to fresh data in 1-Wasserstein distance, under a bound that Gaussian noise with the data's
 mean and covariance fails, and the prompted mixture must land on the requested side of zero.
 Fast settings (small MLP, 1,500 steps); `make toy` runs the full ones."""
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ldm.toy import TOY_SETTINGS, ToyDiffusion, gaussian_like, train_toy
-from ldm.toy_data import TOY_DATASETS, get_toy_dataset
-from ldm.two_sample import sliced_wasserstein
+from ldm.sampling import SamplerConfig
+from ldm.toy.data import TOY_DATASETS, get_toy_dataset
+from ldm.toy.distance import sliced_wasserstein
+from ldm.toy.run import TOY_SETTINGS, ToyDiffusion, gaussian_like, train_toy
 from ldm.utils import LdmError
 
 N = 2000  # samples per check
@@ -34,7 +35,7 @@ def test_samples_match_the_data_and_gaussian_noise_does_not(toy_models, name):
     fresh = fresh_data(name)
     assert sliced_wasserstein(gaussian_like(fresh, seed=1), fresh) > BOUNDS[name]
     assert sliced_wasserstein(fresh_data(name, seed=200), fresh) < BOUNDS[name] / 2  # the bound is above sampling noise
-    samples = toy_models[name].sample(N, sampler="ddpm", seed=1)
+    samples = toy_models[name].sample(N, SamplerConfig("ddpm"), seed=1)
     assert samples.shape == fresh.shape and np.isfinite(samples).all()
     assert sliced_wasserstein(samples, fresh) < BOUNDS[name]
 
@@ -42,7 +43,7 @@ def test_samples_match_the_data_and_gaussian_noise_does_not(toy_models, name):
 @pytest.mark.parametrize("sampler", ["ddim", "langevin"])
 def test_other_samplers_of_the_same_model_recover_the_mixture(toy_models, sampler):
     fresh = fresh_data("mixture")
-    samples = toy_models["mixture"].sample(N, sampler=sampler, steps=100, seed=1)
+    samples = toy_models["mixture"].sample(N, SamplerConfig(sampler, 100), seed=1)
     assert sliced_wasserstein(samples, fresh) < BOUNDS["mixture"]
     # both modes, in about the right proportion (0.3 left)
     assert abs((samples < 0).mean() - 0.3) < 0.05

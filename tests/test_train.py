@@ -6,7 +6,7 @@ import torch
 from ldm.checkpoint import load_checkpoint
 from ldm.data import BatchSampler
 from ldm.snapshot import Snapshot
-from ldm.train import EMA, get_lr, run_training
+from ldm.train import EMA, TrainSettings, get_lr, run_training
 from ldm.utils import LdmError
 
 
@@ -15,6 +15,8 @@ def test_lr_warms_up_then_decays_to_the_floor():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert get_lr(100, 1.0, 100, 10) == pytest.approx(0.1)
+    # a run shorter than its warm-up warms up over all of its steps
+    assert [get_lr(s, 1.0, 4, 10) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
 
 
 def test_ema_decay_warms_up_and_averages():
@@ -42,7 +44,7 @@ def test_training_converges_on_a_regression():
     model = torch.nn.Linear(4, 1)
     loss_fn = lambda step: ((model(x).squeeze(1) - y).pow(2).mean(), {})
     initial = loss_fn(0)[0].item()
-    final = run_training(model, loss_fn, steps=300, lr=0.05, progress=False)["loss"]
+    final = run_training(model, loss_fn, TrainSettings(300, batch_size=1, lr=0.05), progress=False)["loss"]
     assert math.isfinite(final) and final < 0.01 * initial
 
 
@@ -50,11 +52,11 @@ def test_non_finite_loss_stops_training_naming_the_step():
     model = torch.nn.Linear(1, 1)
     loss_fn = lambda step: (model(torch.ones(1, 1)).sum() * (float("nan") if step >= 3 else 1.0), {})
     with pytest.raises(LdmError, match="at step 3"):
-        run_training(model, loss_fn, steps=10, lr=0.1, log_interval=1, progress=False)
+        run_training(model, loss_fn, TrainSettings(10, batch_size=1, lr=0.1), log_interval=1, progress=False)
     # between read-backs the first bad step is still the one named
     model = torch.nn.Linear(1, 1)
     with pytest.raises(LdmError, match="at step 3"):
-        run_training(model, loss_fn, steps=10, lr=0.1, log_interval=50, progress=False)
+        run_training(model, loss_fn, TrainSettings(10, batch_size=1, lr=0.1), log_interval=50, progress=False)
 
 
 def noisy_regression_run(tmp_path, steps: int, every: int, stop_after: int | None = None):
@@ -63,7 +65,7 @@ def noisy_regression_run(tmp_path, steps: int, every: int, stop_after: int | Non
     torch.manual_seed(0)
     data = torch.randn(64, 4)
     model = torch.nn.Linear(4, 1)
-    ema = EMA(model)
+    ema = EMA(model, power=2 / 3)
     sampler = BatchSampler(64, 8, seed=1)
     snapshot = Snapshot(tmp_path / "m.state.safetensors", every, {"run": "test"}, sampler)
 
@@ -74,7 +76,7 @@ def noisy_regression_run(tmp_path, steps: int, every: int, stop_after: int | Non
         target = x.sum(1, keepdim=True) + 0.1 * torch.randn(len(x), 1)
         return (model(x) - target).pow(2).mean(), {}
 
-    run_training(model, loss_fn, steps=steps, lr=0.01, ema=ema, snapshot=snapshot, progress=False)
+    run_training(model, loss_fn, TrainSettings(steps, batch_size=1, lr=0.01), ema=ema, snapshot=snapshot, progress=False)
     return model, ema
 
 
@@ -93,7 +95,7 @@ def test_a_snapshot_of_another_run_is_ignored(tmp_path, capsys):
     noisy_regression_run(tmp_path, steps=20, every=10)
     model = torch.nn.Linear(4, 1)
     snapshot = Snapshot(tmp_path / "m.state.safetensors", 10, {"run": "other"})
-    run_training(model, lambda step: (model(torch.ones(1, 4)).pow(2).sum(), {}), steps=2, lr=0.1,
+    run_training(model, lambda step: (model(torch.ones(1, 4)).pow(2).sum(), {}), TrainSettings(2, batch_size=1, lr=0.1),
                  snapshot=snapshot, progress=False)
     assert "starting afresh" in capsys.readouterr().out
 
@@ -103,6 +105,6 @@ def test_divergence_keeps_the_last_good_snapshot(tmp_path):
     snapshot = Snapshot(tmp_path / "m.state.safetensors", 5, {"run": "nan"})
     loss_fn = lambda step: (model(torch.ones(1, 1)).sum() * (float("inf") if step >= 7 else 1.0), {})
     with pytest.raises(LdmError, match="at step 7"):
-        run_training(model, loss_fn, steps=20, lr=0.1, snapshot=snapshot, progress=False)
+        run_training(model, loss_fn, TrainSettings(20, batch_size=1, lr=0.1), snapshot=snapshot, progress=False)
     state = load_checkpoint(tmp_path / "m.state.safetensors", "training_state")
     assert state.info["step"] == 5 and torch.isfinite(state.tensors["model/weight"]).all()

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .guidance import LabelEmbedding
-from .nn import TimeEmbedding, zero_module
+from ..nn import LabelEmbedding, TimeEmbedding, zero_module
 
 
 @dataclass

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .utils import atomic_path
+from ..utils import atomic_path
 
 PANEL = 200  # pixels per side of a plot
 TITLE = 16  # pixels above each plot for its title

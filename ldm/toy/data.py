@@ -1,7 +1,7 @@
 """Toy distributions in 1-D and 2-D (numpy, seedable), the classic test beds of DDPM tutorials.
 
 Each returns raw points [N x D] and a label per point ("left" 0 / "right" 1: the mixture
-component; 0 for the others). Models are trained on standardised data (see toy.py), and every
+component; 0 for the others). Models are trained on standardised data (see run.py), and every
 comparison is made in the raw units below.
 """
 
@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .utils import LdmError
+from ..utils import check_choice
 
 
 def mixture(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +63,5 @@ TOY_DATASETS = {d.name: d for d in (
 
 
 def get_toy_dataset(name: str) -> ToyDataset:
-    if name not in TOY_DATASETS:
-        raise LdmError(f"toy data set {name!r}: choose one of {', '.join(TOY_DATASETS)}")
+    check_choice("data", name, TOY_DATASETS)
     return TOY_DATASETS[name]

@@ -1,6 +1,7 @@
-"""Diffusion on toy vectors with the pipeline's own code: the loss (objective.py), the step loop
-and EMA (train.py), the samplers (sampling.py) and classifier-free guidance (guidance.py). Only
-the network (an MLP) and the data differ from the latent model."""
+"""Diffusion on toy vectors with the pipeline's own code: the diffusion process and its loss
+(diffusion.py), the training set-up, step loop and EMA (diffusion.py, train.py), the samplers
+(sampling.py) and classifier-free guidance (guidance.py). Only the network (an MLP) and the data
+differ from the latent model."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import BatchSampler
-from .diffusion import as_eps_model
-from .guidance import guided_model
+from ..diffusion import Diffusion, DiffusionConfig, train_denoiser
+from ..sampling import SamplerConfig
+from ..train import TrainSettings
+from .data import ToyDataset
+from .distance import sliced_wasserstein
 from .mlp import MLPConfig, MLPDenoiser
-from .objective import DiffusionObjective, diffusion_step_loss
-from .schedule import NoiseSchedule
-from .sampling import run_sampler
-from .toy_data import ToyDataset
-from .train import EMA, TrainSettings, run_training
-from .two_sample import sliced_wasserstein
+
+# The objective of Ho et al. 2020 (linear β, ε-prediction): on standardised vectors it needs
+# none of the latent model's remedies, and it keeps the toy a test of the original recipe.
+TOY_DIFFUSION = DiffusionConfig(schedule="linear", prediction="eps", label_dropout=0.1)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ToySettings:
     training: TrainSettings
     hidden: int
     num_blocks: int
+    diffusion: DiffusionConfig = TOY_DIFFUSION
 
 
 TOY_SETTINGS = {
@@ -37,31 +39,32 @@ TOY_SETTINGS = {
                                                                     warmup_steps=100), hidden=64, num_blocks=2),
 }
 
+# The samplers compared on every toy; prompts use the first
+TOY_SAMPLERS = (SamplerConfig("ddpm"), SamplerConfig("ddim", 50), SamplerConfig("langevin", 100))
+
 
 @dataclass
 class ToyDiffusion:
-    """A trained MLP denoiser with its schedule and the training data's standardisation."""
+    """A trained MLP denoiser with its diffusion process and the training data's standardisation."""
     model: MLPDenoiser  # EMA weights
-    schedule: NoiseSchedule
-    objective: DiffusionObjective
+    diffusion: Diffusion
     mean: torch.Tensor  # [dim], raw units
     std: torch.Tensor  # [dim]
     train_seconds: float
 
     @torch.no_grad()
-    def sample(self, n: int, *, sampler: str = "ddpm", steps: int | None = None, labels: torch.Tensor | None = None,
-               guidance: float = 1.0, seed: int = 0, **sampler_args) -> np.ndarray:
+    def sample(self, n: int, sampler: SamplerConfig = SamplerConfig("ddpm"), *, labels: torch.Tensor | None = None,
+               guidance: float = 1.0, seed: int = 0) -> np.ndarray:
         """n points [n x dim] in raw units. labels: [n] condition indices (a conditional model
         only), mixed with "no label" by classifier-free guidance of scale `guidance`."""
-        eps_model = as_eps_model(guided_model(self.model, labels, guidance, self.model.config.num_classes),
-                                 self.schedule, self.objective.prediction)
-        x = run_sampler(sampler, eps_model, self.schedule, (n, self.model.config.dim), steps=steps,
-                        generator=torch.Generator().manual_seed(seed), **sampler_args)
+        x = self.diffusion.sample(self.model, (n, self.model.config.dim), sampler, labels=labels, guidance=guidance,
+                                  num_classes=self.model.config.num_classes,
+                                  generator=torch.Generator().manual_seed(seed))
         return (x * self.std + self.mean).double().numpy()
 
 
-def train_toy(dataset: ToyDataset, settings: ToySettings, *, objective: DiffusionObjective = DiffusionObjective(),
-              conditional: bool = False, seed: int = 0, progress: bool = False) -> ToyDiffusion:
+def train_toy(dataset: ToyDataset, settings: ToySettings, *, conditional: bool = False, seed: int = 0,
+              progress: bool = False) -> ToyDiffusion:
     """Train on `settings.train_points` points of `dataset` drawn with `seed`, on the CPU (the
     MLP is too small to gain from a GPU). conditional: learn the data set's labels too."""
     points, labels = dataset.sample(settings.train_points, seed)
@@ -69,28 +72,13 @@ def train_toy(dataset: ToyDataset, settings: ToySettings, *, objective: Diffusio
     mean, std = x.mean(0), x.std(0)
     x = (x - mean) / std
     labels = torch.from_numpy(labels)
-    torch.manual_seed(seed)
-    num_classes = len(dataset.label_names) if conditional else 0
-    model = MLPDenoiser(MLPConfig(dim=dataset.dim, hidden=settings.hidden, num_blocks=settings.num_blocks,
-                                  num_classes=num_classes))
-    ema = EMA(model)
-    sampler = BatchSampler(len(x), settings.training.batch_size, seed)
-    schedule = objective.noise_schedule()
-
-    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        index = sampler.next()
-        return x[index], labels[index]
-
-    start = time.time()
-    run_training(model, diffusion_step_loss(model, objective, schedule, next_batch, num_classes, torch.device("cpu")),
-                 steps=settings.training.steps, lr=settings.training.lr, warmup_steps=settings.training.warmup_steps,
-                 ema=ema, desc=f"toy {dataset.name}", progress=progress)
-    return ToyDiffusion(ema.model, schedule, objective, mean, std, time.time() - start)
-
-
-# The samplers compared on every toy: name -> arguments of ToyDiffusion.sample
-TOY_SAMPLERS = {"DDPM-1000": dict(sampler="ddpm"), "DDIM-50": dict(sampler="ddim", steps=50),
-                "Langevin-100": dict(sampler="langevin", steps=100)}
+    config = MLPConfig(dim=dataset.dim, hidden=settings.hidden, num_blocks=settings.num_blocks,
+                       num_classes=len(dataset.label_names) if conditional else 0)
+    diffusion = Diffusion(settings.diffusion)
+    trained = train_denoiser(lambda: MLPDenoiser(config), diffusion, len(x), lambda index: (x[index], labels[index]),
+                             settings.training, seed=seed, device=torch.device("cpu"), desc=f"toy {dataset.name}",
+                             progress=progress)
+    return ToyDiffusion(trained.ema_model, diffusion, mean, std, trained.seconds)
 
 
 def gaussian_like(points: np.ndarray, seed: int) -> np.ndarray:
@@ -110,23 +98,25 @@ def evaluate_toy(model: ToyDiffusion, dataset: ToyDataset, num_samples: int, see
            "floor": sliced_wasserstein(dataset.sample(num_samples, seed + 2)[0], fresh),
            "gaussian": sliced_wasserstein(gaussian_like(fresh, seed + 3), fresh), "samplers": {}}
     samples = {}
-    for name, args in TOY_SAMPLERS.items():
+    for sampler in TOY_SAMPLERS:
         start = time.time()
-        samples[name] = model.sample(num_samples, seed=seed, **args)
+        name = sampler.label
+        samples[name] = model.sample(num_samples, sampler, seed=seed)
         row["samplers"][name] = {"distance": sliced_wasserstein(samples[name], fresh),
                                  "seconds": time.time() - start}
     if model.model.config.num_classes:
         row["prompts"] = {}
         for index, label in enumerate(dataset.label_names):
-            name = f"'{label}', DDPM-1000"
-            samples[name] = model.sample(num_samples, seed=seed, labels=torch.full((num_samples,), index))
+            name = f"'{label}', {TOY_SAMPLERS[0].label}"
+            samples[name] = model.sample(num_samples, TOY_SAMPLERS[0], seed=seed,
+                                         labels=torch.full((num_samples,), index))
             row["prompts"][label] = {"below_zero": float((samples[name] < 0).mean())}
     return row, fresh, samples
 
 
 def toy_markdown(rows: list[dict]) -> str:
     """The distances of `evaluate_toy` rows as a table, then the prompts."""
-    names = list(TOY_SAMPLERS)
+    names = [sampler.label for sampler in TOY_SAMPLERS]
     lines = ["| data | train s | floor (fresh data) | Gaussian | " + " | ".join(names) + " |",
              "|---|---:|---:|---:|" + "---:|" * len(names)]
     for r in rows:
@@ -135,6 +125,6 @@ def toy_markdown(rows: list[dict]) -> str:
                      + " | ".join(cells) + " |")
     for r in rows:
         for label, p in r.get("prompts", {}).items():
-            lines.append(f"\n{r['data']}, prompt '{label}' (DDPM-1000, guidance 1): "
+            lines.append(f"\n{r['data']}, prompt '{label}' ({TOY_SAMPLERS[0].label}, guidance 1): "
                          f"{p['below_zero']:.1%} of samples below zero")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,144 @@
+"""The three training stages, each from tensors to a written checkpoint: the classifier whose
+features define FID, the VAE, and the UNet on the cached latents. Scripts load the data, call
+one of these and print what it returns; `make bench` trains UNets through `train_unet` too.
+
+Every stage snapshots its training state beside its output (snapshot.py), so rerunning a killed
+command resumes; models are initialised from `seed` after it is set here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import fingerprint, save_model
+from .classifier import Classifier, ClassifierConfig
+from .data import BatchSampler, to_float
+from .diffusion import Diffusion, DiffusionConfig, train_denoiser
+from .images import save_grid
+from .latents import LatentCache
+from .snapshot import Snapshot, run_signature, snapshot_path
+from .train import TrainSettings, run_training
+from .unet import UNet, UNetConfig
+from .utils import set_seed
+from .vae import VAE, VAEConfig, vae_loss
+
+Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images [N x 28 x 28], int64 labels [N]) on the device
+
+
+# ---- classifier
+
+@torch.no_grad()
+def classifier_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    correct = sum((model(to_float(images[i:i + batch_size])).argmax(1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(images), batch_size))
+    return correct / len(images)
+
+
+def train_classifier(train: Split, test: Split, settings: TrainSettings, out: str | os.PathLike, *, seed: int,
+                     device: torch.device, save_every: int = 500, progress: bool = True, info: dict | None = None) -> dict:
+    """Train the FID classifier by cross-entropy, write it to `out` with its test accuracy; return its info."""
+    images, labels = train
+    set_seed(seed)
+    model = Classifier(ClassifierConfig()).to(device)
+    sampler = BatchSampler(len(images), settings.batch_size, seed)
+    signature = run_signature("classifier", seed, fingerprint({"images": images, "labels": labels}),
+                              training=settings, config=model.config)
+    snapshot = Snapshot(snapshot_path(out), save_every, signature, sampler)
+
+    def step_loss(step):
+        idx = sampler.next().to(device)
+        return F.cross_entropy(model(to_float(images[idx])), labels[idx]), {}
+
+    run_training(model, step_loss, settings, snapshot=snapshot, desc="classifier", progress=progress)
+    info = dict(info or {}, test_accuracy=classifier_accuracy(model, *test), train_images=len(images),
+                test_images=len(test[0]), training=dataclasses.asdict(settings), seed=seed)
+    save_model(out, model, info)
+    return info
+
+
+# ---- VAE
+
+@torch.no_grad()
+def evaluate_vae(vae: VAE, images: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """Test-set reconstruction error (decoding the posterior mean) and the ELBO terms per image."""
+    totals = {"recon_bce": 0.0, "kl": 0.0, "mse_per_pixel": 0.0}
+    for i in range(0, len(images), batch_size):
+        x = to_float(images[i:i + batch_size])
+        recon, kl = vae_loss(vae, x)
+        mean, _ = vae.encode(x)
+        totals["recon_bce"] += recon.item() * len(x)
+        totals["kl"] += kl.item() * len(x)
+        totals["mse_per_pixel"] += F.mse_loss(vae.decode(mean), x, reduction="sum").item() / x[0].numel()
+    return {k: v / len(images) for k, v in totals.items()}
+
+
+def train_vae(train_images: torch.Tensor, test_images: torch.Tensor, config: VAEConfig, settings: TrainSettings,
+              out: str | os.PathLike, grid: str | os.PathLike, *, seed: int, device: torch.device,
+              save_every: int = 500, progress: bool = True, info: dict | None = None) -> dict:
+    """Train the VAE on the negative ELBO (reconstruction BCE + β·KL); write it to `out` with its
+    test metrics, and `grid`, test images (odd rows) over their reconstructions (even rows)."""
+    set_seed(seed)
+    vae = VAE(config).to(device)
+    sampler = BatchSampler(len(train_images), settings.batch_size, seed)
+    signature = run_signature("vae", seed, fingerprint({"images": train_images}), training=settings, config=config)
+    snapshot = Snapshot(snapshot_path(out), save_every, signature, sampler)
+
+    def step_loss(step):
+        recon, kl = vae_loss(vae, to_float(train_images[sampler.next().to(device)]))
+        return recon + config.beta * kl, {"recon": recon.detach(), "kl": kl.detach()}
+
+    run_training(vae, step_loss, settings, snapshot=snapshot, desc="vae", progress=progress)
+    metrics = evaluate_vae(vae, test_images)
+    with torch.no_grad():
+        x = to_float(test_images[:32])
+        recon = vae.decode(vae.encode(x)[0])
+    save_grid(torch.stack([x[:16], recon[:16], x[16:], recon[16:]]).flatten(0, 1), grid, nrow=16)
+    info = dict(info or {}, test=metrics, train_images=len(train_images), training=dataclasses.asdict(settings),
+                seed=seed)
+    save_model(out, vae, info)
+    return info
+
+
+# ---- UNet
+
+def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: DiffusionConfig, settings: TrainSettings,
+               *, seed: int, device: torch.device, progress: bool = True, desc: str = "diffusion",
+               snapshot_to: str | os.PathLike | None = None, save_every: int = 0,
+               compile: bool = False) -> tuple[UNet, UNet, dict]:
+    """Train a UNet on `cache`; return (EMA model, raw model, info for the checkpoint).
+
+    Each batch draws a fresh z = μ + σ·ε from the cached posteriors (the encoder never runs). A
+    class-conditional UNet has its labels dropped to "no label" at the config's rate, so the same
+    model samples unprompted and with classifier-free guidance; the info records how often each
+    digit occurs, the prior that unprompted samples draw their digits from.
+    """
+    config = dataclasses.replace(config, in_channels=cache.latent_shape[0])
+    num_classes = config.num_classes
+
+    def batch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return cache.sample(index), cache.train_labels[index] if num_classes else None
+
+    signature = run_signature("diffusion", seed, cache.info.get("fingerprint"), training=settings, config=config,
+                              diffusion=diffusion_config)
+    trained = train_denoiser(lambda: UNet(config), Diffusion(diffusion_config), len(cache.train_mean), batch,
+                             settings, seed=seed, device=device, desc=desc, progress=progress, snapshot_to=snapshot_to,
+                             save_every=save_every, signature=signature, compile=compile)
+    label_frequencies = (torch.bincount(cache.train_labels.cpu(), minlength=num_classes) / len(cache.train_labels)
+                         ).tolist() if num_classes else None
+    info = {"diffusion": dataclasses.asdict(diffusion_config), "scale_factor": cache.scale_factor,
+            "label_frequencies": label_frequencies, "vae_fingerprint": cache.vae_fingerprint,
+            "training": dataclasses.asdict(settings), "seed": seed, "ema_decay": trained.ema_decay,
+            "final_loss": trained.logged, "train_seconds": trained.seconds,
+            "latents_per_second": settings.steps * settings.batch_size / trained.seconds, "device": str(device),
+            "compiled": compile}
+    return trained.ema_model, trained.model, info
+
+
+def save_unet(path: str | os.PathLike, ema_model: UNet, raw_model: UNet, info: dict) -> None:
+    """The EMA weights (used for sampling) as the model, the raw weights beside them under raw/."""
+    raw = {f"raw/{k}": v for k, v in raw_model.state_dict().items()}
+    save_model(path, ema_model, info, extra_tensors=raw)

@@ -5,11 +5,15 @@ field translated into the command-line flag that set it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Callable
 
+import torch
+
 from .data import default_data_dir
-from .utils import DEVICES, ConfigError, LdmError
+from .presets import Preset, get_preset
+from .utils import DEVICES, ConfigError, LdmError, check_writable, resolve_device
 
 
 class StageParser(argparse.ArgumentParser):
@@ -91,6 +95,19 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_preset_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="auto", help="hyper-parameters: auto (by device), cpu, gpu or smoke")
+
+
+def prepare(args: argparse.Namespace, *outputs) -> tuple[torch.device, Preset]:
+    """What every stage does first: refuse unwritable outputs before any work, then resolve
+    --device and --preset."""
+    check_writable(*outputs)
+    device = resolve_device(args.device)
+    return device, get_preset(args.preset, device)
+
+
+def with_overrides(config, args: argparse.Namespace, *fields: str):
+    """`config` (a dataclass) with the given fields replaced by the flags that were set."""
+    return dataclasses.replace(config, **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
 
 
 def run(parser: StageParser, main: Callable[[argparse.Namespace], None]) -> None:

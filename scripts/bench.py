@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm.bench import run_bench
-from ldm.cli import StageParser, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args, positive_int, run
-from ldm.presets import get_preset
-from ldm.utils import check_writable, resolve_device, set_seed
+from ldm.cli import (StageParser, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args, positive_int,
+                     prepare, run)
+from ldm.utils import set_seed
 
 
 def parser() -> StageParser:
@@ -41,9 +41,7 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     out_dir, work_dir = Path(args.out_dir), Path(args.work_dir)
-    check_writable(out_dir / "bench.json", work_dir / "unet.safetensors")
-    device = resolve_device(args.device)
-    preset = get_preset(args.preset, device)
+    device, preset = prepare(args, out_dir / "bench.json", work_dir / "unet.safetensors")
     set_seed(args.seed)
     table = run_bench(preset, data_dir=args.data_dir, classifier_path=args.classifier, vae_path=args.vae,
                       unet_path=args.unet, latents_path=args.latents,

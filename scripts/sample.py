@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 
 from ldm.checkpoint import save_checkpoint
-from ldm.cli import StageParser, add_compile_arg, add_preset_arg, add_runtime_args, positive_int, run
+from ldm.cli import (StageParser, add_compile_arg, add_preset_arg, add_runtime_args, positive_int, prepare,
+                     run)
 from ldm.evaluation import samples_row_name
-from ldm.images import digit_rows, save_grid, save_rows
 from ldm.guidance import PROMPT_GUIDANCE
+from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import WEIGHTS, LatentDiffusion
-from ldm.presets import get_preset
 from ldm.sampling import SAMPLERS, VARIANCES
-from ldm.utils import LdmError, check_writable, resolve_device
+from ldm.utils import LdmError
 
 
 def parser() -> StageParser:
@@ -64,13 +64,11 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    device = resolve_device(args.device)
-    preset = get_preset(args.preset, device)
-    sampler = preset.sampler(args.sampler, args.steps, eta=args.eta, variance=args.variance)
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
-    check_writable(out)
+    device, preset = prepare(args, out)
+    sampler = preset.sampler(args.sampler, args.steps, eta=args.eta, variance=args.variance)
     model = LatentDiffusion.load(args.unet, args.vae, device, args.weights, compile=args.compile)
     digit, labels, guidance = model.prompt(args.digit, args.num_images, args.seed, args.guidance)
     start = time.time()

@@ -6,13 +6,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from ldm.cli import StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, run
+from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare,
+                     run, with_overrides)
 from ldm.data import load_mnist
-from ldm.presets import get_preset
 from ldm.stages import train_classifier
-from ldm.utils import check_writable, resolve_device
 
 
 def parser() -> StageParser:
@@ -25,11 +22,8 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    check_writable(args.out)
-    device = resolve_device(args.device)
-    preset = get_preset(args.preset, device)
-    changes = {"steps": args.steps, "batch_size": args.batch_size}
-    settings = dataclasses.replace(preset.classifier, **{k: v for k, v in changes.items() if v is not None})
+    device, preset = prepare(args, args.out)
+    settings = with_overrides(preset.classifier, args, "steps", "batch_size")
     train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
     test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
     info = train_classifier(train, test, settings, args.out, seed=args.seed, device=device,

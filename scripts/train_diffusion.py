@@ -12,17 +12,13 @@ weights (used for sampling) and the raw weights under "raw/".
 
 from __future__ import annotations
 
-import dataclasses
-
 from ldm.cli import (StageParser, add_compile_arg, add_preset_arg, add_runtime_args, add_training_args, positive_float,
-                     positive_int, run)
+                     positive_int, prepare, run, with_overrides)
 from ldm.diffusion import PREDICTIONS
 from ldm.latents import load_latent_cache
-from ldm.presets import get_preset
 from ldm.schedule import BETA_SCHEDULES
 from ldm.snapshot import snapshot_path
 from ldm.stages import save_unet, train_unet
-from ldm.utils import check_writable, resolve_device
 
 
 def parser() -> StageParser:
@@ -44,14 +40,10 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    check_writable(args.out)
-    device = resolve_device(args.device)
-    preset = get_preset(args.preset, device)
-    fields = ("schedule", "num_timesteps", "prediction", "min_snr_gamma", "label_dropout")
-    diffusion_config = dataclasses.replace(preset.diffusion, **{k: getattr(args, k) for k in fields
-                                                                if getattr(args, k) is not None})
-    changes = {"steps": args.steps, "batch_size": args.batch_size, "ema_power": args.ema_power}
-    settings = dataclasses.replace(preset.unet, **{k: v for k, v in changes.items() if v is not None})
+    device, preset = prepare(args, args.out)
+    diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
+                                      "min_snr_gamma", "label_dropout")
+    settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power")
     cache = load_latent_cache(args.latents, device)
     ema_model, raw_model, info = train_unet(cache, preset.unet_model, diffusion_config, settings, seed=args.seed,
                                             device=device, progress=not args.no_progress,

@@ -6,13 +6,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-from ldm.cli import StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, run
+from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare,
+                     run, with_overrides)
 from ldm.data import load_mnist
-from ldm.presets import get_preset
 from ldm.stages import train_vae
-from ldm.utils import check_writable, resolve_device
 
 
 def parser() -> StageParser:
@@ -27,11 +24,8 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    check_writable(args.out, args.grid)
-    device = resolve_device(args.device)
-    preset = get_preset(args.preset, device)
-    changes = {"steps": args.steps, "batch_size": args.batch_size}
-    settings = dataclasses.replace(preset.vae, **{k: v for k, v in changes.items() if v is not None})
+    device, preset = prepare(args, args.out, args.grid)
+    settings = with_overrides(preset.vae, args, "steps", "batch_size")
     train_images = load_mnist(args.data_dir, "train")[0].to(device)
     test_images = load_mnist(args.data_dir, "test")[0].to(device)
     info = train_vae(train_images, test_images, preset.vae_model, settings, args.out, args.grid, seed=args.seed,

@@ -86,7 +86,8 @@ def check_made_with_vae(ckpt: Checkpoint, vae: Checkpoint, remedy: str) -> None:
     """Refuse a file made from one VAE's latents (a UNet, samples) beside another VAE."""
     found = ckpt.info.get("vae_fingerprint")
     if found != vae.fingerprint:
-        raise LdmError(f"{ckpt.path}: made with VAE {found}, not with the VAE in {vae.path} ({vae.fingerprint}); {remedy}")
+        raise LdmError(f"{ckpt.path}: made with VAE {found}, not with the VAE in {vae.path} "
+                       f"({vae.fingerprint}); {remedy}")
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, info: dict | None = None,

@@ -35,7 +35,7 @@ def find_idx_file(data_dir: str | os.PathLike, stem: str) -> Path:
     """Locate `stem` (.gz or raw) in data_dir or data_dir/MNIST/raw."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise LdmError(f"{data_dir}: data folder does not exist (set --data-dir, LDM_DATA_DIR or DATA=...)")
+        raise ConfigError("data_dir", data_dir, "data folder does not exist (or set LDM_DATA_DIR, or make DATA=...)")
     for folder in (data_dir, data_dir / "MNIST" / "raw"):
         for name in (stem + ".gz", stem):
             if (folder / name).is_file():
@@ -117,7 +117,7 @@ def download_mnist(data_dir: str | os.PathLike) -> None:
     try:
         from torchvision.datasets import MNIST
     except Exception as e:  # ImportError, or torchvision built against another torch
-        raise LdmError(f"--download needs torchvision (pip install 'ldm[download]'): {e}") from e
+        raise LdmError(f"downloading MNIST needs torchvision (pip install 'ldm[download]'): {e}") from e
     for train in (True, False):
         MNIST(root=str(data_dir), train=train, download=True)
 

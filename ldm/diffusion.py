@@ -33,7 +33,7 @@ PREDICTIONS = ("eps", "v")
 class DiffusionConfig:
     """The diffusion process a denoiser is trained for; validated here once. The defaults are the
     project's measured choice for MNIST latents (docs/results.md)."""
-    schedule: str = "cosine"  # β schedule: linear (Ho et al.) or cosine (Nichol & Dhariwal); beat linear at equal steps
+    schedule: str = "cosine"  # linear (Ho et al.) or cosine (Nichol & Dhariwal); cosine won at equal steps
     num_timesteps: int = 1000  # T, the length of the chain
     prediction: str = "v"  # what the network outputs: eps or v; v beat ε at equal steps (cosine needs v)
     min_snr_gamma: float | None = None  # min-SNR-γ loss weighting; None: the plain MSE
@@ -90,7 +90,8 @@ class Diffusion:
         losses = (output - target).pow(2).flatten(1).mean(dim=1)
         if config.min_snr_gamma is not None:
             ratio = schedule.snr(t)
-            losses = losses * ratio.clamp(max=config.min_snr_gamma) / (ratio if config.prediction == "eps" else ratio + 1)
+            denominator = ratio if config.prediction == "eps" else ratio + 1
+            losses = losses * ratio.clamp(max=config.min_snr_gamma) / denominator
         return losses, t
 
     def step_loss(self, model: ConditionalModel, next_batch: BatchFn, num_classes: int,

@@ -143,7 +143,7 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
         ckpt = load_checkpoint(path, "samples")
         images, labels = ckpt.tensors["images"], ckpt.tensors.get("labels")
         if len(images) < n:
-            raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row (--num-images)")
+            raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row")
         check_made_with_vae(ckpt, vae_ckpt, "rerun `make sample`")  # a stale file beside a retrained VAE
         diffusion_rows.append((f"Diffusion {samples_row_name(ckpt.info)}", images[:n],
                                None if labels is None else labels[:n], dict(ckpt.info, file=str(path)), False))

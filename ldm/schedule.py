@@ -63,7 +63,7 @@ class NoiseSchedule:
                 - extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * x_start)
 
     def eps_from_velocity(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """ε = √(1 - ᾱ_t) x_t + √ᾱ_t v, which follows from x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε and the definition of v."""
+        """ε = √(1 - ᾱ_t) x_t + √ᾱ_t v: solve x_t = √ᾱ_t x_0 + √(1 - ᾱ_t) ε and the definition of v for ε."""
         return (extract(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
                 + extract(self.sqrt_alphas_cumprod, t, x_t) * v)
 

@@ -39,7 +39,8 @@ def classifier_accuracy(model: Classifier, images: torch.Tensor, labels: torch.T
 
 
 def train_classifier(train: Split, test: Split, settings: TrainSettings, out: str | os.PathLike, *, seed: int,
-                     device: torch.device, save_every: int = 500, progress: bool = True, info: dict | None = None) -> dict:
+                     device: torch.device, save_every: int = 500, progress: bool = True,
+                     info: dict | None = None) -> dict:
     """Train the FID classifier by cross-entropy, write it to `out` with its test accuracy; return its info."""
     images, labels = train
     set_seed(seed)

@@ -25,7 +25,7 @@ from . import __version__
 from .checkpoint import load_model
 from .classifier import Classifier
 from .data import load_mnist
-from .evaluation import RealFeatures, bench_markdown, prompt_name, score_images, validation_images
+from .evaluation import RealFeatures, bench_markdown, row_name, score_images, validation_images
 from .guidance import PROMPT_GUIDANCE
 from .images import digit_rows, save_rows
 from .latents import load_latent_cache
@@ -76,18 +76,19 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
                    f"recall {row['recall']:.3f}" + (f"  {row['images_per_second']:.1f} img/s" if seconds else ""))
 
     def sample_and_score(study: str, model: LatentDiffusion, count: int, sampler: SamplerConfig, digit=None,
-                         guidance=None, name: str | None = None, **extra) -> torch.Tensor:
+                         guidance=None, name: str | None = None, **extra) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample `count` images prompted with `digit` (see LatentDiffusion.prompt), time and score
+        them; return (images, prompted labels)."""
         digit, labels, guidance = model.prompt(digit, count, seed, guidance)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.time()
         images = model.sample(count, sampler, labels=labels, guidance=guidance, seed=seed,
                               batch_size=preset.sample_batch_size, progress=progress)
-        prompt = prompt_name(digit, guidance, bool(model.num_classes))
-        score(study, name or sampler.label + (f", {prompt}" if prompt else ""), images,
+        score(study, name or row_name(sampler, digit, guidance, bool(model.num_classes)), images,
               labels=labels if digit not in ("any", "none") else None, seconds=time.time() - start,
               sampler=dataclasses.asdict(sampler), digit=digit, guidance=None if labels is None else guidance, **extra)
-        return images
+        return images, labels
 
     # 1. the floor, at the same sizes as every other row
     score("floor", "Validation", validation)
@@ -109,9 +110,9 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
     # 3. digit prompts with classifier-free guidance, DDIM-50
     if model.num_classes:
         for scale in sorted(set(GUIDANCE_SCALES) | {PROMPT_GUIDANCE}):
-            images = sample_and_score("guidance", model, n, SamplerConfig("ddim", 50), digit="all", guidance=scale)
+            images, labels = sample_and_score("guidance", model, n, SamplerConfig("ddim", 50), digit="all",
+                                              guidance=scale)
             if scale == PROMPT_GUIDANCE and n >= 10:
-                labels = model.prompt("all", n)[1]
                 save_rows(digit_rows(images, labels, min(10, n // 10)), out_dir / "bench_digits.png")
 
     # 4. training choices at equal steps, each sampled with DDIM-50

@@ -107,7 +107,6 @@ class Diffusion:
             if num_classes:
                 labels = drop_labels(labels, num_classes, self.config.label_dropout)
             losses, t = self.losses(lambda x, t: forward(x, t, labels), x0)
-            losses = losses.float()
             quartile = torch.bucketize(t, quartile_edges, right=True)
             sums = torch.zeros(4, device=device).index_add_(0, quartile, losses.detach())
             counts = torch.bincount(quartile, minlength=4).clamp(min=1)

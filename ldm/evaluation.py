@@ -4,8 +4,8 @@ table built from the scores.
 One `RealFeatures` holds what every row is compared with (test-set statistics for the Fréchet
 distance and the precision/recall manifold, training features for the memorisation check);
 `score_images` turns one set of images into one row; `fid_report` is the table of `make all`,
-`bench_markdown` the table of `make bench`; `samples_row_name` names a row from the facts a
-samples file records.
+`bench_markdown` the table of `make bench`; `row_name` names a row of samples from how they
+were made (`samples_row_name`: from what a samples file records).
 """
 
 from __future__ import annotations
@@ -122,10 +122,15 @@ def prompt_name(digit: int | str, guidance: float | None, conditional: bool) -> 
     return prompt + ("" if digit == "any" and guidance == 1 else f", guidance {guidance:g}")
 
 
+def row_name(sampler: SamplerConfig, digit: int | str, guidance: float | None, conditional: bool) -> str:
+    """A row of samples named by how they were made: "DDPM-100, random digits"."""
+    prompt = prompt_name(digit, guidance, conditional)
+    return sampler.label + (f", {prompt}" if prompt else "")
+
+
 def samples_row_name(info: dict) -> str:
-    """A row's name from what a samples file records: "DDPM-100, random digits"."""
-    prompt = prompt_name(info["digit"], info["guidance"], info["conditional"])
-    return SamplerConfig(**info["sampler"]).label + (f", {prompt}" if prompt else "")
+    """`row_name` from what a samples file records."""
+    return row_name(SamplerConfig(**info["sampler"]), info["digit"], info["guidance"], info["conditional"])
 
 
 # ---- the FID table of `make all`

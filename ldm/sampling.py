@@ -5,7 +5,7 @@ DDPM and DDIM walk a decreasing sequence of kept timesteps t > s and use the mod
 step, so that the same code serves the full 1000-step chain and respaced ones; both take their
 coefficients from `schedule.posterior`. All noise is drawn on the CPU from `generator` and then
 moved, so that samples do not depend on the device. `SamplerConfig` names a sampler with its
-settings, validates them and runs it.
+settings, validates them and runs it; the functions take the settings it has validated.
 """
 
 from __future__ import annotations
@@ -73,12 +73,11 @@ def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...]
     With fewer `steps` than T the chain is respaced (Nichol & Dhariwal 2021, arXiv:2102.09672)."""
 
     def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
-        coef_x0, coef_xt, beta_tilde = posterior(alpha_bar_t, alpha_bar_s)
-        mean = coef_x0 * x0 + coef_xt * x
+        q = posterior(alpha_bar_t, alpha_bar_s)
+        mean = q.coef_x0 * x0 + q.coef_xt * x
         if noise is None:
             return mean
-        var = 1.0 - alpha_bar_t / alpha_bar_s if variance == "beta" else beta_tilde
-        return mean + var ** 0.5 * noise
+        return mean + (q.beta if variance == "beta" else q.beta_tilde) ** 0.5 * noise
 
     return _sample_loop(model, schedule, shape, steps, update, generator, device, progress, callback)
 
@@ -90,7 +89,7 @@ def ddim_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...]
     deterministic given x_T, η = 1 is the ancestral DDPM step with σ² = β̃."""
 
     def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
-        sigma = eta * posterior(alpha_bar_t, alpha_bar_s)[2] ** 0.5
+        sigma = eta * posterior(alpha_bar_t, alpha_bar_s).beta_tilde ** 0.5
         x = alpha_bar_s ** 0.5 * x0 + max(1.0 - alpha_bar_s - sigma ** 2, 0.0) ** 0.5 * eps
         return x if noise is None else x + sigma * noise
 
@@ -107,6 +106,10 @@ def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, 
         x <- x + δ/2 · score + √δ · z,   δ = step_scale · σ_t²,
     then the result is denoised once, x̂_0 = E[x_0 | x_0's level], as the other samplers end.
     """
+    if not steps_per_level > 0:
+        raise ConfigError("steps_per_level", steps_per_level, "must be positive")
+    if not step_scale > 0:
+        raise ConfigError("step_scale", step_scale, "must be > 0")
     device = torch.device(device)
     x = _randn(shape, generator, device)
     timesteps = sampling_timesteps(schedule.num_timesteps, levels)

@@ -4,6 +4,7 @@ the forward process's Gaussian identities (q_sample, x̂_0, v, the posterior of 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -73,18 +74,25 @@ class NoiseSchedule:
         return (a / (1.0 - a)).float()
 
 
-def posterior(alpha_bar_t: float, alpha_bar_s: float) -> tuple[float, float, float]:
+class Posterior(NamedTuple):
+    coef_x0: float  # coefficient of x_0 in the mean
+    coef_xt: float  # coefficient of x_t in the mean
+    beta: float  # β = 1 - ᾱ_t/ᾱ_s, the variance of q(x_t | x_s)
+    beta_tilde: float  # β̃, the variance of q(x_s | x_t, x_0)
+
+
+def posterior(alpha_bar_t: float, alpha_bar_s: float) -> Posterior:
     """q(x_s | x_t, x_0) for s < t, eqs. (6)-(7) of 2006.11239 for a step of any length: with
     β = 1 - ᾱ_t/ᾱ_s (β_t itself when s = t-1, the respacing of arXiv:2102.09672 otherwise),
         mean = √ᾱ_s β / (1 - ᾱ_t) · x_0 + √(1 - β) (1 - ᾱ_s) / (1 - ᾱ_t) · x_t,
         variance β̃ = (1 - ᾱ_s) / (1 - ᾱ_t) · β.
     ᾱ_s = 1 (s = -1, past the last step) gives mean x_0 and variance 0.
-    :return: (coefficient of x_0, coefficient of x_t, β̃), Python floats.
+    Python floats throughout.
     """
     beta = 1.0 - alpha_bar_t / alpha_bar_s
     coef_x0 = alpha_bar_s ** 0.5 * beta / (1.0 - alpha_bar_t)
     coef_xt = (1.0 - beta) ** 0.5 * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
-    return coef_x0, coef_xt, beta * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
+    return Posterior(coef_x0, coef_xt, beta, beta * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t))
 
 
 def extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -153,3 +153,11 @@ def test_langevin_with_too_few_updates_does_not_reach_the_data():
     mean, _ = langevin_moments(s, 10, 1, 0.2)
     assert abs(x.mean().item() - mean) < 0.015
     assert abs(mean - MEAN) > 0.1
+
+
+def test_langevin_settings_outside_their_domain_are_refused():
+    s = NoiseSchedule.from_name("linear", 1000)
+    for bad, field in (({"steps_per_level": 0}, "steps_per_level"), ({"step_scale": -0.1}, "step_scale")):
+        with pytest.raises(ConfigError) as error:
+            langevin_sample(oracle_eps(s), s, (4, 1), levels=2, **bad)
+        assert error.value.field == field

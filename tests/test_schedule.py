@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ldm.schedule import NoiseSchedule, cosine_betas, extract, linear_betas, posterior
+from ldm.schedule import NoiseSchedule, Posterior, cosine_betas, extract, linear_betas, posterior
 
 
 def test_linear_betas_endpoints_and_dtype():
@@ -31,7 +31,7 @@ def test_cosine_alpha_bar_matches_its_closed_form():
         assert sched.alphas_cumprod[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-9)
 
 
-def one_step_posterior(s: NoiseSchedule, t: int) -> tuple[float, float, float]:
+def one_step_posterior(s: NoiseSchedule, t: int) -> Posterior:
     """posterior() of the step t -> t-1 (ᾱ_{-1} = 1)."""
     a = s.alphas_cumprod.tolist()
     return posterior(a[t], a[t - 1] if t > 0 else 1.0)
@@ -40,19 +40,21 @@ def one_step_posterior(s: NoiseSchedule, t: int) -> tuple[float, float, float]:
 def test_posterior_variance_matches_known_values():
     # β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t); reference values of the linear schedule (diffusers' test)
     s = NoiseSchedule.from_name("linear", 1000)
-    assert one_step_posterior(s, 0)[2] == 0.0
-    assert one_step_posterior(s, 487)[2] == pytest.approx(0.00979, abs=1e-5)
-    assert one_step_posterior(s, 999)[2] == pytest.approx(0.02, abs=1e-5)
+    assert one_step_posterior(s, 0).beta_tilde == 0.0
+    assert one_step_posterior(s, 487).beta_tilde == pytest.approx(0.00979, abs=1e-5)
+    assert one_step_posterior(s, 999).beta_tilde == pytest.approx(0.02, abs=1e-5)
+    # the variance of one step is β_t itself
+    assert [one_step_posterior(s, t).beta for t in (1, 487, 999)] == pytest.approx(s.betas[[1, 487, 999]].tolist())
 
 
 def test_posterior_mean_coefficients_reproduce_x0_at_t0_and_match_eq7():
     s = NoiseSchedule.from_name("linear", 1000)
-    coef_x0, coef_xt, _ = one_step_posterior(s, 0)
+    coef_x0, coef_xt, _, _ = one_step_posterior(s, 0)
     assert coef_x0 == pytest.approx(1.0) and coef_xt == 0.0
     # eq. (7) of 2006.11239 with the one-step tables: √ᾱ_{t-1} β_t / (1-ᾱ_t) and √α_t (1-ᾱ_{t-1}) / (1-ᾱ_t)
     a, betas = s.alphas_cumprod.tolist(), s.betas.tolist()
     for t in (1, 300, 999):
-        coef_x0, coef_xt, _ = one_step_posterior(s, t)
+        coef_x0, coef_xt, _, _ = one_step_posterior(s, t)
         assert coef_x0 == pytest.approx(a[t - 1] ** 0.5 * betas[t] / (1 - a[t]), rel=1e-9)
         assert coef_xt == pytest.approx((1 - betas[t]) ** 0.5 * (1 - a[t - 1]) / (1 - a[t]), rel=1e-9)
 
@@ -65,7 +67,7 @@ def test_posterior_of_a_long_step_is_the_bayes_posterior():
     for t, u in ((999, 899), (500, 480), (20, 0)):
         cov, var_t, var_s = (a[t] / a[u]) ** 0.5 * (1 - a[u]), 1 - a[t], 1 - a[u]
         gain = cov / var_t  # regression of x_s on x_t (both centred on their x_0 means)
-        coef_x0, coef_xt, variance = posterior(a[t], a[u])
+        coef_x0, coef_xt, _, variance = posterior(a[t], a[u])
         assert coef_xt == pytest.approx(gain, rel=1e-9)
         assert coef_x0 == pytest.approx(a[u] ** 0.5 - gain * a[t] ** 0.5, rel=1e-9)
         assert variance == pytest.approx(var_s - cov ** 2 / var_t, rel=1e-9)

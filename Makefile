@@ -5,7 +5,9 @@
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
-# COMPILE=1 (torch.compile the UNet in training and sampling).
+# COMPILE=1 (torch.compile the UNet in training and sampling), NPROC (processes per stage: 1 runs
+# each stage as one plain process; N > 1 launches classifier, vae, diffusion, sample and evaluate
+# with torchrun on N processes of this machine, one GPU each on CUDA; see README, "Several processes").
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,6 +27,10 @@ RUN := $(PY) -m
 COMMON := --device $(DEVICE) --seed $(SEED)
 COMPILE ?=
 COMPILE_FLAG := $(if $(COMPILE),--compile)
+NPROC ?= 1
+# OMP_NUM_THREADS=1 is torchrun's own default, stated so that it does not warn; ldm then gives
+# each process its share of the cores.
+LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
 .PHONY: all install data classifier vae latents diffusion sample evaluate bench toy test clean FORCE
 
@@ -64,31 +70,31 @@ $(CKPT)/data.json: $(VENV)/.installed $(CKPT)/settings.txt
 	$(RUN) scripts.prepare_data --data-dir $(DATA) --out $@ $(if $(DOWNLOAD),--download)
 
 $(CKPT)/classifier.safetensors: $(CKPT)/data.json
-	$(RUN) scripts.train_classifier --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@
+	$(LAUNCH) scripts.train_classifier --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@
 
 $(CKPT)/vae.safetensors: $(CKPT)/data.json
-	$(RUN) scripts.train_vae --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@ \
+	$(LAUNCH) scripts.train_vae --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@ \
 		--grid $(REPORTS)/vae_reconstructions.png
 
 $(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
 	$(RUN) scripts.encode_latents --data-dir $(DATA) --vae $< $(COMMON) --out $@
 
 $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors
-	$(RUN) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
 
 $(CKPT)/samples_%.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(RUN) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+	$(LAUNCH) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
 
 # Digit prompts 0-9 in turn with the preset's guidance; also a picture of the denoising chain.
 $(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(RUN) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) \
+	$(LAUNCH) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) \
 		--out $@
 
 $(REPORTS)/toy/toy.json: $(VENV)/.installed
 	$(RUN) scripts.toy --seed $(SEED) --out-dir $(REPORTS)/toy
 
 $(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(SAMPLES)
-	$(RUN) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) --samples $(SAMPLES)
+	$(LAUNCH) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) --samples $(SAMPLES)
 
 $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS) --work-dir $(CKPT)/bench

@@ -43,6 +43,16 @@ class Classifier(nn.Module):
         h = self.conv((x - PIXEL_MEAN) / PIXEL_STD)
         return F.relu(self.fc(h.flatten(1)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> [N x 10] logits."""
-        return self.head(F.dropout(self.features(x), self.config.dropout, self.training))
+    def dropout_mask(self, n: int, device: torch.device) -> torch.Tensor:
+        """[n x feature_dim] dropout mask, 0 or 1/(1 - p): what F.dropout multiplies by on the CPU,
+        drawn the same way, so that training can draw the global batch's masks and keep a shard."""
+        p = self.config.dropout
+        return torch.empty(n, self.config.feature_dim, device=device).bernoulli_(1 - p).div_(1 - p)
+
+    def forward(self, x: torch.Tensor, dropout_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images -> [N x 10] logits; in training with dropout on the features (by `dropout_mask`
+        when given)."""
+        features = self.features(x)
+        if dropout_mask is not None:
+            return self.head(features * dropout_mask)
+        return self.head(F.dropout(features, self.config.dropout, self.training))

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import time
+import warnings
 from typing import Callable
 
 import torch
 
+from . import distributed
 from .data import default_data_dir
 from .presets import Preset, get_preset
 from .utils import DEVICES, ConfigError, LdmError, check_writable, resolve_device
@@ -110,18 +114,52 @@ def with_overrides(config, args: argparse.Namespace, *fields: str):
     return dataclasses.replace(config, **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
 
 
-def run(parser: StageParser, main: Callable[[argparse.Namespace], None]) -> None:
+def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multiprocess: bool = True) -> None:
     """Parse the arguments and call main(args). A ConfigError becomes `error: --flag value: reason`,
-    any other LdmError `error: ...`, on stderr with exit status 2."""
+    any other LdmError `error: ...`, on stderr with exit status 2.
+
+    Under torchrun (`multiprocess` stages only) the process joins the group first (distributed.py);
+    ranks other than 0 print nothing and show no progress. Any error then becomes one line naming
+    the rank, printed at once by rank 0 for an LdmError (which every rank meets alike: a bad
+    option or file, a diverged loss) and otherwise after `RANK_ERROR_GRACE` seconds. torchrun
+    stops every rank as soon as one exits with an error, so the line that appears is the first
+    failure's: an error every rank meets is reported once, and a collective that fails because
+    another rank died is not reported at all (torchrun's own summary names the dead rank).
+    """
     args = parser.parse_args()
     try:
+        if distributed.launched():
+            if not multiprocess:
+                raise LdmError(f"{parser.prog} runs as one process; start it without torchrun")
+            distributed.init(resolve_device(args.device))
+            if not distributed.is_main():
+                args.no_progress = True
+                sys.stdout = open(os.devnull, "w")
+                warnings.simplefilter("ignore")
         main(args)
     except ConfigError as e:
-        print(f"error: {parser.flag_for(e.field)} {e.value}: {e.reason}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"{parser.flag_for(e.field)} {e.value}: {e.reason}", 2, shared=True)
     except LdmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e), 2, shared=True)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # on several processes: a failed collective or a bug, as one line per job
+        if distributed.world().size == 1:
+            raise
+        _fail(f"{type(e).__name__}: {e}", 1, shared=False)
+    finally:
+        distributed.shutdown()
+
+
+RANK_ERROR_GRACE = 3.0  # seconds; torchrun's monitor notices a failed rank within about one
+
+
+def _fail(message: str, status: int, shared: bool) -> None:
+    world = distributed.world()
+    if world.size > 1:
+        message = f"rank {world.rank} of {world.size}: {message}"
+        if world.rank > 0 or not shared:
+            time.sleep(RANK_ERROR_GRACE)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)

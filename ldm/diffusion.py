@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import distributed
 from .data import BatchSampler
 from .guidance import ConditionalModel, drop_labels, guided_model
 from .sampling import Callback, EpsModel, SamplerConfig
@@ -98,7 +99,10 @@ class Diffusion:
                   device: torch.device) -> StepLoss:
         """The StepLoss of `run_training` for a denoiser model(x_t, t, labels): the mean of `losses`
         over a batch, logged also per quarter of the timestep range (q0 = least noise) to see where
-        the model struggles. Labels are dropped at the config's rate."""
+        the model struggles. Labels are dropped at the config's rate.
+
+        `next_batch` gives the global batch; its randomness (dropped labels, t, ε) is drawn for
+        the whole of it, as one process would, and this rank trains on its `distributed.shard`."""
         quartile_edges = torch.tensor([0.25, 0.5, 0.75], device=device) * self.schedule.num_timesteps
         forward = _mixed_precision(model)
 
@@ -106,11 +110,18 @@ class Diffusion:
             x0, labels = next_batch()
             if num_classes:
                 labels = drop_labels(labels, num_classes, self.config.label_dropout)
-            losses, t = self.losses(lambda x, t: forward(x, t, labels), x0)
+            t = torch.randint(0, self.schedule.num_timesteps, (len(x0),), device=device)
+            noise = torch.randn_like(x0)
+            mine = distributed.shard(len(x0))
+            losses, _ = self.losses(lambda x, t: forward(x, t, None if labels is None else labels[mine]),
+                                    x0[mine], t[mine], noise[mine])
+            # per-quartile means over the global batch: this rank's sums over the global counts,
+            # times the number of ranks (run_training averages shares over ranks)
             quartile = torch.bucketize(t, quartile_edges, right=True)
-            sums = torch.zeros(4, device=device).index_add_(0, quartile, losses.detach())
+            sums = torch.zeros(4, device=device).index_add_(0, quartile[mine], losses.detach())
             counts = torch.bincount(quartile, minlength=4).clamp(min=1)
-            return losses.mean(), {f"q{i}": v for i, v in enumerate(sums / counts)}
+            shares = sums / counts * distributed.world().size
+            return losses.mean(), {f"q{i}": v for i, v in enumerate(shares)}
 
         return step_loss
 
@@ -160,7 +171,8 @@ def train_denoiser(make_model: Callable[[], nn.Module], diffusion: Diffusion, nu
     ema = EMA(model, settings.ema_power)
     sampler = BatchSampler(num_examples, settings.batch_size, seed)
     snapshot = None if snapshot_to is None else Snapshot(snapshot_to, save_every, signature, sampler)
-    forward = torch.compile(model) if compile else model
+    forward = distributed.wrap(model)
+    forward = torch.compile(forward) if compile else forward
     step_loss = diffusion.step_loss(forward, lambda: batch(sampler.next().to(device)), model.config.num_classes,
                                     device)
     start = time.time()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import Checkpoint, check_made_with_vae, load_checkpoint
 from .classifier import Classifier
 from .data import IMAGE_SIZE, NUM_CLASSES, to_float, to_uint8
@@ -141,7 +141,8 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
                progress: bool = False) -> str:
     """Score the Validation floor, the Random and VAE baselines, the VAE reconstructions and one
     row per samples file, `n` images each; write fid.json, fid.md and a grid of each row's first 64
-    images into `out_dir`; return the table. Samples files are checked before any work."""
+    images into `out_dir` (on rank 0, once every row is scored); return the table. Samples files
+    are checked before any work."""
     generator = torch.Generator().manual_seed(seed)
     diffusion_rows = []
     for path in samples:
@@ -168,7 +169,6 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
         row = {"name": name, **score_images(classifier, real, images, device, labels=labels,
                                             from_training_set=from_training_set, progress=progress)}
         row["grid"] = str(out_dir / f"grid_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png")
-        save_grid(images[:64], row["grid"], nrow=8)
         results.append(dict(row, source=info) if info else row)
         print(f"{name:>24}: FID {row['fid']:8.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}")
 
@@ -183,6 +183,10 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
              "Precision/recall: k-NN manifolds, k = 3. Memorisation: mean feature distance to the nearest "
              "training image, divided by the test images' (≈ 1 healthy, → 0 copying). Recognised: the "
              "classifier agrees with the prompted digit.")
+    if not distributed.is_main():  # every rank scored every row; one writes
+        return table
+    for (_, images, *_), row in zip(rows, results):
+        save_grid(images[:64], row["grid"], nrow=8)
     write_text_atomic(out_dir / "fid.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_dir / "fid.md", f"# FID\n\n{table}\n{notes}\n\n## Digits the classifier sees\n\n"
                                           f"{class_histogram_table(results)}\nDevice: {report['device']}; "

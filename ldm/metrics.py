@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
+
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[N x D] features -> (mean [D], covariance [D x D]), in float64."""
@@ -44,11 +46,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 @torch.no_grad()
 def classifier_features(classifier: torch.nn.Module, images: torch.Tensor, device: torch.device,
                         batch_size: int = 1000, progress: bool = False) -> np.ndarray:
-    """Images [N x 1 x 28 x 28] in [0, 1] -> [N x D] float64 features, classifier in eval mode."""
+    """Images [N x 1 x 28 x 28] in [0, 1] -> [N x D] float64 features, classifier in eval mode.
+    On several processes each rank extracts its share of the batches and every rank gets all."""
     classifier.eval()
-    chunks = [classifier.features(images[i:i + batch_size].to(device)).double().cpu()
-              for i in tqdm(range(0, len(images), batch_size), desc="features", leave=False, disable=not progress)]
-    return torch.cat(chunks).numpy()
+    num_batches = -(-len(images) // batch_size)
+    mine = {i: classifier.features(images[i * batch_size:(i + 1) * batch_size].to(device)).double().cpu()
+            for i in tqdm(distributed.my_batches(num_batches), desc="features", leave=False, disable=not progress)}
+    return torch.cat(distributed.gather_batches(mine, num_batches)).numpy()
 
 
 # ---- nearest-neighbour metrics

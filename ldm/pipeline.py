@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
 from .data import NUM_CLASSES, to_uint8
 from .diffusion import Diffusion, DiffusionConfig
@@ -37,6 +38,13 @@ def parse_digit(digit: int | str) -> int | str:
     if str(digit) not in [str(d) for d in range(NUM_CLASSES)]:
         raise ConfigError("digit", digit, f"must be a digit 0-9 or one of {', '.join(DIGIT_PROMPTS)}")
     return int(digit)
+
+
+def batch_generator(seed: int, index: int) -> torch.Generator:
+    """The noise of batch `index` of a sampling run with `seed`. A CPU generator keeps only the
+    low 32 bits of its seed, so (seed, index) is hashed into 32 bits by NumPy's SeedSequence
+    rather than packed into one integer."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
 
 
 @dataclass
@@ -128,17 +136,20 @@ class LatentDiffusion:
     def sample(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
                guidance: float = 1.0, seed: int = 0, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
         """Decoded images [N x 28 x 28] uint8 prompted with `labels` (None: the "no label" branch).
-        Noise comes from one CPU generator seeded with `seed`, so the result depends on (seed,
-        batch_size), not on the device."""
-        generator = torch.Generator().manual_seed(seed)
-        out = []
-        for start in tqdm(range(0, num_images, batch_size), desc="batches", disable=not progress):
+
+        Batch i draws its noise from its own CPU generator, seeded by (seed, i): the images depend
+        on (seed, batch_size) alone, not on the device nor on how many processes share the work.
+        On several processes, rank r samples batches r, r + N, ... and every rank returns them all.
+        """
+        num_batches = -(-num_images // batch_size)
+        mine = {}
+        for i in tqdm(distributed.my_batches(num_batches), desc="batches", disable=not progress):
+            start = i * batch_size
             n = min(batch_size, num_images - start)
-            batch_labels = None if labels is None else labels[start:start + n]
-            z = self.sample_latents(n, sampler, labels=batch_labels, guidance=guidance, generator=generator,
-                                    progress=progress)
-            out.append(to_uint8(self.decode(z)))
-        return torch.cat(out)
+            z = self.sample_latents(n, sampler, labels=None if labels is None else labels[start:start + n],
+                                    guidance=guidance, generator=batch_generator(seed, i), progress=progress)
+            mine[i] = to_uint8(self.decode(z))
+        return torch.cat(distributed.gather_batches(mine, num_batches))
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
                  sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, variance: str = "beta_tilde",
@@ -155,10 +166,11 @@ class LatentDiffusion:
     def denoising_strip(self, num_images: int, sampler: SamplerConfig, columns: int = 10, *, seed: int = 0,
                         labels: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
         """The decoded prediction x̂_0 at `columns` evenly spaced steps of the chain, then the final
-        sample: [num_images x (columns + 1) x 1 x 28 x 28], one row per sample."""
+        sample: [num_images x (columns + 1) x 1 x 28 x 28], one row per sample. Its noise is that of
+        `sample`'s first batch, so a deterministic sampler's strip ends in its first images."""
         predictions = []  # x̂_0 latents of every step; decoded only where kept
         z = self.sample_latents(num_images, sampler, labels=labels, guidance=guidance,
-                                generator=torch.Generator().manual_seed(seed),
+                                generator=batch_generator(seed, 0),
                                 callback=lambda i, t, x, x0: predictions.append(x0))
         keep = np.linspace(0, len(predictions) - 1, columns).round().astype(int)
         frames = [self.decode(predictions[i]) for i in keep] + [self.decode(z)]

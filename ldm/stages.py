@@ -14,6 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .checkpoint import fingerprint, save_model
 from .classifier import Classifier, ClassifierConfig
 from .data import BatchSampler, to_float
@@ -50,14 +51,18 @@ def train_classifier(train: Split, test: Split, settings: TrainSettings, out: st
                               training=settings, config=model.config)
     snapshot = Snapshot(snapshot_path(out), save_every, signature, sampler)
 
+    forward = distributed.wrap(model)
+
     def step_loss(step):
-        idx = sampler.next().to(device)
-        return F.cross_entropy(model(to_float(images[idx])), labels[idx]), {}
+        idx = sampler.next().to(device)  # the global batch and its dropout masks; this rank keeps its shard
+        mask, mine = model.dropout_mask(len(idx), device), distributed.shard(len(idx))
+        return F.cross_entropy(forward(to_float(images[idx[mine]]), mask[mine]), labels[idx[mine]]), {}
 
     run_training(model, step_loss, settings, snapshot=snapshot, desc="classifier", progress=progress)
     info = dict(info or {}, test_accuracy=classifier_accuracy(model, *test), train_images=len(images),
                 test_images=len(test[0]), training=dataclasses.asdict(settings), seed=seed)
-    save_model(out, model, info)
+    if distributed.is_main():
+        save_model(out, model, info)
     return info
 
 
@@ -88,8 +93,12 @@ def train_vae(train_images: torch.Tensor, test_images: torch.Tensor, config: VAE
     signature = run_signature("vae", seed, fingerprint({"images": train_images}), training=settings, config=config)
     snapshot = Snapshot(snapshot_path(out), save_every, signature, sampler)
 
+    forward = distributed.wrap(vae)
+
     def step_loss(step):
-        recon, kl = vae_loss(vae, to_float(train_images[sampler.next().to(device)]))
+        idx = sampler.next().to(device)  # the global batch and its ε; this rank keeps its shard
+        noise, mine = torch.randn(len(idx), *vae.latent_shape, device=device), distributed.shard(len(idx))
+        recon, kl = vae_loss(forward, to_float(train_images[idx[mine]]), noise[mine])
         return recon + config.beta * kl, {"recon": recon.detach(), "kl": kl.detach()}
 
     run_training(vae, step_loss, settings, snapshot=snapshot, desc="vae", progress=progress)
@@ -97,10 +106,11 @@ def train_vae(train_images: torch.Tensor, test_images: torch.Tensor, config: VAE
     with torch.no_grad():
         x = to_float(test_images[:32])
         recon = vae.decode(vae.encode(x)[0])
-    save_grid(torch.stack([x[:16], recon[:16], x[16:], recon[16:]]).flatten(0, 1), grid, nrow=16)
     info = dict(info or {}, test=metrics, train_images=len(train_images), training=dataclasses.asdict(settings),
                 seed=seed)
-    save_model(out, vae, info)
+    if distributed.is_main():
+        save_grid(torch.stack([x[:16], recon[:16], x[16:], recon[16:]]).flatten(0, 1), grid, nrow=16)
+        save_model(out, vae, info)
     return info
 
 
@@ -135,11 +145,14 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
             "training": dataclasses.asdict(settings), "seed": seed, "ema_decay": trained.ema_decay,
             "final_loss": trained.logged, "train_seconds": trained.seconds,
             "latents_per_second": settings.steps * settings.batch_size / trained.seconds, "device": str(device),
-            "compiled": compile}
+            "processes": distributed.world().size, "compiled": compile}
     return trained.ema_model, trained.model, info
 
 
 def save_unet(path: str | os.PathLike, ema_model: UNet, raw_model: UNet, info: dict) -> None:
-    """The EMA weights (used for sampling) as the model, the raw weights beside them under raw/."""
+    """The EMA weights (used for sampling) as the model, the raw weights beside them under raw/;
+    written by rank 0 alone."""
+    if not distributed.is_main():
+        return
     raw = {f"raw/{k}": v for k, v in raw_model.state_dict().items()}
     save_model(path, ema_model, info, extra_tensors=raw)

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .snapshot import Snapshot
 from .utils import LdmError
 
@@ -23,7 +24,9 @@ class TrainSettings:
     ema_power: float = 2 / 3  # warm-up power of the weight EMA, for the denoisers that keep one (see EMA)
 
 
-# A step function returns the loss to minimise and detached tensors to log.
+# A step function returns the loss to minimise and detached scalar tensors to log. On several
+# processes both are this rank's share, scaled so that their mean over the ranks is the value
+# of the global batch (for the loss: the mean over the rank's equal shard).
 StepLoss = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -67,20 +70,25 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     """Optimise `model` for `settings.steps` steps with Adam at the `get_lr` schedule; return the
     last logged metrics.
 
+    On several processes, `step_loss` runs this rank's shard of the global batch through the
+    model's DistributedDataParallel wrapper (distributed.py), which averages the gradients; every
+    rank then takes the same optimizer and EMA step, and logged metrics are averaged over ranks.
     Metrics are read back (a device sync) only every `log_interval` steps. The first step whose
-    loss is not finite is tracked on the device; at the next read-back training stops with an
-    LdmError naming it, before any snapshot of the diverged weights is written. With a
-    `snapshot`, the run resumes from it when possible and saves it when due.
+    loss is not finite on any rank is tracked on the device; at the next read-back every rank stops
+    with an LdmError naming it, before any snapshot of the diverged weights is written. With a
+    `snapshot`, the run resumes from it when possible and rank 0 saves it when due.
     """
     steps, lr = settings.steps, settings.lr
+    distributed.check_divisible("batch_size", settings.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, logged = snapshot.restore(model, optimizer, ema) if snapshot is not None else (0, {})
     model.train()
-    first_bad_step = torch.tensor(-1, device=next(model.parameters()).device)
+    never = torch.tensor(steps, device=next(model.parameters()).device)
+    first_bad_step = never
 
     def check_finite() -> None:
-        bad = first_bad_step.item()
-        if bad >= 0:
+        bad = distributed.minimum(first_bad_step).item()
+        if bad < steps:
             raise LdmError(f"{desc}: the loss became non-finite at step {bad}; stopped, "
                            "and nothing after the last good snapshot was saved (try a lower learning rate)")
 
@@ -89,7 +97,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, lr, steps, settings.warmup_steps)
         loss, metrics = step_loss(step)
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step)
+        first_bad_step = torch.where(~torch.isfinite(loss.detach()) & (first_bad_step == never), step, first_bad_step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
@@ -99,10 +107,13 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
             ema.update(model)
         if step % log_interval == 0 or step == steps - 1:
             check_finite()
-            logged = {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
+            names = ["loss", *metrics]
+            values = distributed.mean(torch.stack([loss.detach(), *metrics.values()]).float()).tolist()
+            logged = dict(zip(names, values))
             bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
         if snapshot is not None and snapshot.due(step + 1, steps):
             check_finite()
-            snapshot.save(step + 1, model, optimizer, ema, logged)
+            if distributed.is_main():
+                snapshot.save(step + 1, model, optimizer, ema, logged)
     model.eval()
     return logged

@@ -53,9 +53,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The one mixed-precision policy: the dtype the denoiser's forward pass runs in, by device type;
+# full precision where none is named (the CPU).
+AUTOCAST_DTYPES = {"cuda": torch.bfloat16}
+
+
 def autocast(device: torch.device):
-    """The one mixed-precision policy: bf16 autocast on CUDA, full precision on the CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    dtype = AUTOCAST_DTYPES.get(device.type)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _folder_error(folder: Path, e: OSError) -> LdmError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -68,22 +69,26 @@ class VAE(nn.Module):
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Images -> (decoder logits of z = μ + σ·ε, mean, logvar): the reparameterisation trick,
+        with ε ~ N(0, I) drawn here unless given (training passes the global batch's share)."""
+        mean, logvar = self.encode(x)
+        noise = torch.randn_like(mean) if noise is None else noise
+        return self.decoder(mean + torch.exp(0.5 * logvar) * noise), mean, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [0, 1] (the Bernoulli means)."""
         return torch.sigmoid(self.decoder(z))
 
 
-def vae_loss(vae: VAE, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_loss(vae: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, ...]], x: torch.Tensor,
+             noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image negative ELBO terms, averaged over the batch: (reconstruction BCE, KL).
 
+    `vae` is a VAE or its DistributedDataParallel wrapper (anything called like `VAE.forward`).
     The total loss is recon + beta * KL; both are sums over pixels / latent dims, in nats.
     """
-    mean, logvar = vae.encode(x)
-    noise = torch.randn_like(mean) if noise is None else noise
-    z = mean + torch.exp(0.5 * logvar) * noise  # reparameterisation trick
-    recon = F.binary_cross_entropy_with_logits(vae.decode_logits(z), x, reduction="sum") / len(x)
+    logits, mean, logvar = vae(x, noise)
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
     return recon, kl

@@ -19,6 +19,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from ldm import distributed
 from ldm.checkpoint import save_checkpoint
 from ldm.cli import (StageParser, add_compile_arg, add_preset_arg, add_runtime_args, positive_int, prepare,
                      run)
@@ -75,10 +76,13 @@ def main(args) -> None:
     images = model.sample(args.num_images, sampler, labels=labels, guidance=guidance, seed=args.seed,
                           batch_size=args.batch_size or preset.sample_batch_size, progress=not args.no_progress)
     seconds = time.time() - start
+    if not distributed.is_main():  # every rank holds all the images; rank 0 writes them
+        return
     info = {"sampler": dataclasses.asdict(sampler), "digit": digit, "guidance": None if labels is None else guidance,
             "conditional": bool(model.num_classes), "seed": args.seed, "weights": args.weights,
             "unet_fingerprint": model.unet_ckpt.fingerprint, "vae_fingerprint": model.vae_ckpt.fingerprint,
-            "seconds": seconds, "device": str(device), "compiled": args.compile}
+            "seconds": seconds, "device": str(device), "processes": distributed.world().size,
+            "compiled": args.compile}
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
     save_checkpoint(out, tensors, "samples", info=info)
     per_digit = min(10, args.num_images // 10)

@@ -58,4 +58,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    run(parser(), main)
+    run(parser(), main, multiprocess=False)

@@ -1,0 +1,150 @@
+"""One stage on several processes, as torchrun launches them: the process group, and the few
+collective operations the stages need.
+
+    torchrun --standalone --nproc_per_node=2 -m scripts.train_diffusion ...
+
+A script started by torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT) joins the group in `init`: NCCL with one GPU per process
+(LOCAL_RANK picks it) on CUDA, Gloo on the CPU, whose cores are divided among the processes of
+each machine. A single-process run never calls `init`; every helper below is then the identity
+or a no-op, and torch.distributed is not imported.
+
+How the stages use it (see README, "Several processes"):
+- training: every rank draws the global batch and its randomness (indices, noise, timesteps,
+  dropped labels) from the same seeded generators, keeps its `shard`, and `wrap`s the model in
+  DistributedDataParallel, which averages the gradients. The weights, the EMA, the optimizer and
+  every RNG stay identical on all ranks, so N processes follow the 1-process trajectory and a
+  snapshot written by rank 0 is the global state.
+- sampling and feature extraction: batch i goes to rank i mod N and `gather_batches` puts the
+  results back in order on every rank.
+- only rank 0 (`is_main`) writes files and shows progress bars.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from .utils import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0  # index among the processes of this machine: picks the GPU
+    local_size: int = 1
+
+
+SINGLE = World()
+_world = SINGLE
+
+
+def launched() -> bool:
+    """Was this process started by torchrun (or another launcher that sets its variables)?"""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def world() -> World:
+    return _world
+
+
+def is_main() -> bool:
+    """Rank 0, the one process that writes files and prints progress."""
+    return _world.rank == 0
+
+
+def init(device: torch.device) -> World:
+    """Join the process group torchrun set up, for work on `device` (cuda or cpu). This rank's
+    place is known (for error messages) even when a check here fails."""
+    global _world
+    env = {k: int(os.environ.get(k, default)) for k, default in
+           (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1))}
+    _world = new = World(env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"])
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if new.local_size > gpus:
+            raise ConfigError("device", "cuda", f"{new.local_size} processes on this machine but {gpus} visible "
+                                                f"GPU(s); start at most {gpus} (NPROC, --nproc_per_node)")
+        torch.cuda.set_device(new.local_rank)
+    else:  # Gloo on the CPU: each local process gets its share of the cores
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // new.local_size))
+    import torch.distributed as dist
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=new.rank, world_size=new.size)
+    return new
+
+
+def shutdown() -> None:
+    global _world
+    if _world is not SINGLE:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        _world = SINGLE
+
+
+def check_divisible(field: str, batch_size: int) -> None:
+    """A global batch must split into equal shards, so that the mean of the shards' mean losses
+    (what DDP's gradient averaging computes) is the global batch's mean loss."""
+    if batch_size % _world.size:
+        raise ConfigError(field, batch_size, f"the global batch must divide evenly among the {_world.size} processes")
+
+
+def shard(n: int) -> slice:
+    """This rank's contiguous share of a global batch of n examples."""
+    size = n // _world.size
+    return slice(_world.rank * size, (_world.rank + 1) * size)
+
+
+def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module to run training steps through: DistributedDataParallel around `model` (which
+    keeps its weights) when there are several processes."""
+    if _world.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    return DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if on_gpu else None)
+
+
+def mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean over ranks of a tensor every rank holds (SUM then divide: Gloo has no AVG)."""
+    if _world.size == 1:
+        return values
+    import torch.distributed as dist
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / _world.size
+
+
+def minimum(value: torch.Tensor) -> torch.Tensor:
+    if _world.size == 1:
+        return value
+    import torch.distributed as dist
+    value = value.clone()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value
+
+
+def my_batches(num_batches: int) -> range:
+    """The batch indices this rank computes: i ≡ rank (mod N)."""
+    return range(_world.rank, num_batches, _world.size)
+
+
+def gather_batches(mine: dict[int, T], num_batches: int) -> list[T]:
+    """Every rank's {batch index: result} -> all results in batch order, on every rank."""
+    if _world.size == 1:
+        return [mine[i] for i in range(num_batches)]
+    import torch.distributed as dist
+    parts: list[dict[int, T]] = [{} for _ in range(_world.size)]
+    dist.all_gather_object(parts, {i: _cpu(v) for i, v in mine.items()})
+    merged = {i: v for part in parts for i, v in part.items()}
+    return [merged[i] for i in range(num_batches)]
+
+
+def _cpu(value):
+    return value.cpu() if isinstance(value, torch.Tensor) else value

@@ -6,6 +6,7 @@ Metadata (all strings, as safetensors requires):
   info         JSON of everything else: script inputs, seed, metrics, fingerprints of inputs
   fingerprint  SHA-256 prefix of the tensors, so later stages can name exactly what they used
   ldm_version, torch_version
+The same tensors and metadata give the same bytes in every run (`_sorted_header`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from . import __version__
 from .utils import ConfigError, LdmError, atomic_path
@@ -53,8 +54,18 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], k
     metadata = {"kind": kind, "config": json.dumps(config or {}), "info": json.dumps(info or {}),
                 "fingerprint": fp, "ldm_version": __version__, "torch_version": torch.__version__, "format": "pt"}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
     return fp
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted. The library writes them in the
+    order of a Rust HashMap, which changes from one process to the next; sorted, the same tensors
+    and metadata always give the same bytes. The data section and its offsets are unchanged."""
+    length = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + length]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    header = header.encode() + b" " * (-len(header.encode()) % 8)  # the format pads the header to 8 bytes
+    return len(header).to_bytes(8, "little") + header + blob[8 + length:]
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str) -> Checkpoint:

@@ -137,6 +137,7 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
                 sys.stdout = open(os.devnull, "w")
                 warnings.simplefilter("ignore")
         main(args)
+        distributed.shutdown(finished=True)
     except ConfigError as e:
         _fail(f"{parser.flag_for(e.field)} {e.value}: {e.reason}", 2, shared=True)
     except LdmError as e:

@@ -79,11 +79,15 @@ def init(device: torch.device) -> World:
     return new
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = False) -> None:
+    """Leave the group. After a run that `finished`, wait for every rank first: a rank that
+    tears Gloo down while a peer is still talking to it can abort at exit."""
     global _world
     if _world is not SINGLE:
         import torch.distributed as dist
         if dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
         _world = SINGLE
 

@@ -80,10 +80,15 @@ def check_writable(*paths: str | os.PathLike) -> None:
 
 
 def describe_device(device: torch.device) -> str:
-    """For reports: the GPU's name, or the CPU's architecture and thread count."""
+    """For reports: the GPU's name, or the CPU's architecture and thread count; and how many
+    processes shared the work."""
+    from . import distributed  # which imports this module
+    processes = distributed.world().size
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return name + (f", {processes} processes" if processes > 1 else "")
 
 
 @contextlib.contextmanager

@@ -81,8 +81,7 @@ def main(args) -> None:
     info = {"sampler": dataclasses.asdict(sampler), "digit": digit, "guidance": None if labels is None else guidance,
             "conditional": bool(model.num_classes), "seed": args.seed, "weights": args.weights,
             "unet_fingerprint": model.unet_ckpt.fingerprint, "vae_fingerprint": model.vae_ckpt.fingerprint,
-            "seconds": seconds, "device": str(device), "processes": distributed.world().size,
-            "compiled": args.compile}
+            "device": str(device), "compiled": args.compile}  # no timings: the file depends on the command alone
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
     save_checkpoint(out, tensors, "samples", info=info)
     per_digit = min(10, args.num_images // 10)
@@ -95,8 +94,9 @@ def main(args) -> None:
                                       labels=None if labels is None else labels[:8], guidance=guidance)
         save_rows(strip, out.with_name(f"{out.stem}_process.png"))
         print(f"wrote {out.with_name(f'{out.stem}_process.png')} (x̂_0 at 10 points of the chain, then the sample)")
+    processes = distributed.world().size
     print(f"{samples_row_name(info)}: {len(images)} images in {seconds:.1f}s ({len(images) / seconds:.1f} images/s "
-          f"on {device}); wrote {out} and {out.with_suffix('.png')}")
+          f"on {device}{f', {processes} processes' if processes > 1 else ''}); wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main(data_dir: str, latents: str, out: str) -> None:
                              device=device, progress=False)
     tensors = {**{f"raw/{k}": v for k, v in raw.state_dict().items()}, **ema.state_dict()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"unet_rank{distributed.world().rank}.safetensors"))
-    distributed.shutdown()
+    distributed.shutdown(finished=True)
 
 
 if __name__ == "__main__":

@@ -69,11 +69,7 @@ def test_two_processes_sample_and_score_byte_identically(pipeline, tmp_path):
     out = tmp_path / "digits.safetensors"
     torchrun("-m", "scripts.sample", *pipeline["models"], *SMOKE, "--digit", "all", "--num-samples", 20, "--strip",
              "--no-progress", "--out", out)
-    one, two = load_checkpoint(ckpt / "samples_digits.safetensors", "samples"), load_checkpoint(out, "samples")
-    assert two.info["processes"] == 2
-    for name in ("images", "labels"):
-        assert torch.equal(one.tensors[name], two.tensors[name])
-    for suffix in (".png", "_process.png"):
+    for suffix in (".safetensors", ".png", "_process.png"):
         assert md5(out.with_name(out.stem + suffix)) == md5(ckpt / f"samples_digits{suffix}")
 
     samples = [ckpt / f"samples_{name}.safetensors" for name in ("ddpm", "ddim", "digits")]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ldm.checkpoint import load_checkpoint, load_model, save_model
+from ldm.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
 from ldm.classifier import Classifier, ClassifierConfig
 from ldm.nn import timestep_embedding
 from ldm.unet import UNet, UNetConfig
@@ -102,3 +102,15 @@ def test_edited_tensors_fail_the_fingerprint(tmp_path):
                               lambda tensors: dict(tensors, **{"input_conv.bias": tensors["input_conv.bias"] + 1}))
     with pytest.raises(LdmError, match="do not match the fingerprint"):
         load_checkpoint(path, "unet")
+
+
+def test_the_same_checkpoint_is_the_same_bytes(tmp_path):
+    # safetensors orders its header by a randomly keyed hash map; save_checkpoint sorts it
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, dtype=torch.float64)}
+    blobs = set()
+    for i in range(5):
+        save_checkpoint(tmp_path / f"{i}.safetensors", tensors, "samples", info={k: i % 1 for k in "zyxwvu"})
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    loaded = load_checkpoint(tmp_path / "0.safetensors", "samples")
+    assert loaded.info == {k: 0 for k in "zyxwvu"} and all(torch.equal(loaded.tensors[k], tensors[k]) for k in tensors)

@@ -28,8 +28,7 @@ class StageParser(argparse.ArgumentParser):
         super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def error(self, message: str):
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"{message} (see --help)", 2, shared=True)
 
     def flag_for(self, field: str) -> str:
         """The option whose value lands in `field` (its dest), or the field's own name."""
@@ -126,12 +125,14 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
     failure's: an error every rank meets is reported once, and a collective that fails because
     another rank died is not reported at all (torchrun's own summary names the dead rank).
     """
+    if distributed.launched():
+        distributed.enter()  # so that even a bad option is reported with its rank, once
     args = parser.parse_args()
     try:
         if distributed.launched():
             if not multiprocess:
-                raise LdmError(f"{parser.prog} runs as one process; start it without torchrun")
-            distributed.init(resolve_device(args.device))
+                raise LdmError("this stage runs as one process; start it without torchrun")
+            distributed.init(args.device)
             if not distributed.is_main():
                 args.no_progress = True
                 sys.stdout = open(os.devnull, "w")

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import torch
 
-from .utils import ConfigError
+from .utils import ConfigError, resolve_device
 
 T = TypeVar("T")
 
@@ -59,13 +59,21 @@ def is_main() -> bool:
     return _world.rank == 0
 
 
-def init(device: torch.device) -> World:
-    """Join the process group torchrun set up, for work on `device` (cuda or cpu). This rank's
-    place is known (for error messages) even when a check here fails."""
+def enter() -> World:
+    """Take this process's place from torchrun's variables, before any check that may fail, so
+    that an error names its rank; `init` then joins the group."""
     global _world
     env = {k: int(os.environ.get(k, default)) for k, default in
            (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0), ("LOCAL_WORLD_SIZE", 1))}
-    _world = new = World(env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"])
+    _world = World(env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"])
+    return _world
+
+
+def init(device_name: str) -> World:
+    """Join the process group torchrun set up, for work on the device `device_name` names
+    (auto|cpu|cuda)."""
+    new = enter()
+    device = resolve_device(device_name)
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
         if new.local_size > gpus:

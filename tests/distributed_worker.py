@@ -26,7 +26,7 @@ SETTINGS = TrainSettings(steps=30, batch_size=16, lr=2e-3, warmup_steps=5)
 def main(data_dir: str, latents: str, out: str) -> None:
     device, out = torch.device("cpu"), Path(out)
     if distributed.launched():
-        distributed.init(device)
+        distributed.init("cpu")
     smoke = PRESETS["smoke"]
     train, test = load_mnist(data_dir, "train"), load_mnist(data_dir, "test")
     train_classifier(train, test, SETTINGS, out / "classifier.safetensors", seed=0, device=device, progress=False)

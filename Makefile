@@ -2,6 +2,7 @@
 #   make all DATA=../shared/data/mnist     everything, then the FID table
 #   make test                              the test suite
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
+#   make samplers DATA=../shared/data/mnist FID against model evaluations for DDIM and DPM-Solver++ (after `make all`)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
@@ -32,7 +33,7 @@ NPROC ?= 1
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench toy test clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers toy test clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -47,6 +48,7 @@ SAMPLES := $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors $(C
 sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
+samplers: $(REPORTS)/samplers.json
 toy: $(REPORTS)/toy/toy.json
 	@cat $(REPORTS)/toy/toy.md
 
@@ -98,6 +100,9 @@ $(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(SAMPLES)
 
 $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
+
+$(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
+	$(RUN) scripts.samplers --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

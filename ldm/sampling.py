@@ -1,9 +1,10 @@
 """Samplers: ancestral DDPM (σ² = β or β̃, optionally on fewer steps), DDIM (any η, any steps),
-and annealed Langevin dynamics with the score the same ε-model implies.
+DPM-Solver++(2M) (the second-order multistep ODE solver), and annealed Langevin dynamics with the
+score the same ε-model implies.
 
-DDPM and DDIM walk a decreasing sequence of kept timesteps t > s and use the model's x̂_0 at each
-step, so that the same code serves the full 1000-step chain and respaced ones; both take their
-coefficients from `schedule.posterior`. All noise is drawn on the CPU from `generator` and then
+DDPM, DDIM and DPM-Solver++ walk a decreasing sequence of kept timesteps t > s, spaced evenly in
+t or in log-SNR, and use the model's x̂_0 at each step, so that the same code serves the full
+1000-step chain and respaced ones; DDPM and DDIM take their coefficients from `schedule.posterior`. All noise is drawn on the CPU from `generator` and then
 moved, so that samples do not depend on the device. `SamplerConfig` names a sampler with its
 settings, validates them and runs it; the functions take the settings it has validated.
 """
@@ -25,11 +26,14 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # callback(i, t, x_t after the step, x̂_0 of the step)
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
-SAMPLERS = ("ddpm", "ddim", "langevin")
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "langevin")
 VARIANCES = ("beta_tilde", "beta")
+SPACINGS = ("time", "logsnr")
 # Steps when none are asked for: DDPM's full chain of the usual T = 1000, DDIM's 50 (no gain
 # beyond, docs/results.md), 100 Langevin noise levels.
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "langevin": 100}
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++2m": 10, "langevin": 100}
+# DPM-Solver++ is defined in log-SNR, and only there beats DDIM on Gaussian data (tests/test_sampling.py)
+DEFAULT_SPACING = {"dpm++2m": "logsnr"}
 
 
 def sampling_timesteps(num_timesteps: int, steps: int) -> list[int]:
@@ -39,16 +43,50 @@ def sampling_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, num_timesteps - 1, steps)}, reverse=True)
 
 
+def half_log_snr(alpha_bar: torch.Tensor | float):
+    """λ = log(α/σ) = ½ log(ᾱ / (1 - ᾱ)), the time variable of DPM-Solver (eq. 3 of 2211.01095)."""
+    if isinstance(alpha_bar, torch.Tensor):
+        return 0.5 * (alpha_bar.log() - (-alpha_bar).log1p())
+    return 0.5 * (np.log(alpha_bar) - np.log1p(-alpha_bar))
+
+
+# Below λ ≈ -5 (ᾱ < 5e-5) x_t is pure noise for any purpose here; the cosine schedule spends its
+# last ~10 of 1000 timesteps between λ = -5 and -10, and uniform-λ steps there would be wasted
+# (diffusers clips cosine schedules' λ at -5.1 for the same reason).
+LOGSNR_MIN = -5.1
+
+
+def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
+    """`steps` timesteps, from the last one with λ ≥ LOGSNR_MIN (T-1 on the linear schedule) down
+    to 0, whose λ are as evenly spaced as integer timesteps allow (Lu et al. 2022 space their
+    steps uniformly in λ): each target λ goes to the nearest timestep, moved where λ changes faster
+    than one timestep per target so that all are distinct."""
+    sampling_timesteps(schedule.num_timesteps, steps)  # the same range check
+    lambdas = half_log_snr(schedule.alphas_cumprod)  # increasing as t decreases
+    start = max(lambdas[-1].item(), LOGSNR_MIN)
+    targets = torch.linspace(start, lambdas[0].item(), steps, dtype=torch.float64)
+    nearest = (lambdas[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()  # from t = T-1 down
+    timesteps = []
+    for i, t in enumerate(nearest):  # strictly decreasing, leaving room for the steps still to come
+        t = min(max(t, steps - 1 - i), schedule.num_timesteps - 1 - i)
+        timesteps.append(t if not timesteps else min(t, timesteps[-1] - 1))
+    return timesteps
+
+
+def spaced_timesteps(schedule: NoiseSchedule, steps: int, spacing: str) -> list[int]:
+    return sampling_timesteps(schedule.num_timesteps, steps) if spacing == "time" else logsnr_timesteps(schedule, steps)
+
+
 def _randn(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.randn(shape, generator=generator).to(device)
 
 
-def _sample_loop(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int,
+def _sample_loop(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], timesteps: list[int],
                  update: Callable, generator, device, progress: bool, callback: Callback | None) -> torch.Tensor:
-    """Shared loop: x_T ~ N(0, I), then x_s = update(x_t, x̂_0, ε̂, ᾱ_t, ᾱ_s, noise-or-None)."""
+    """Shared loop: x_T ~ N(0, I), then x_s = update(x_t, x̂_0, ε̂, ᾱ_t, ᾱ_s, noise-or-None)
+    along the decreasing `timesteps`, the last to ᾱ = 1."""
     device = torch.device(device)
     x = _randn(shape, generator, device)
-    timesteps = sampling_timesteps(schedule.num_timesteps, steps)
     alphas_cumprod = schedule.alphas_cumprod.tolist()
     for i, t in enumerate(tqdm(timesteps, desc="sampling", leave=False, disable=not progress)):
         s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
@@ -66,8 +104,8 @@ def _sample_loop(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...
 
 
 def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
-                variance: str = "beta_tilde", generator: torch.Generator | None = None, device="cpu",
-                progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+                variance: str = "beta_tilde", spacing: str = "time", generator: torch.Generator | None = None,
+                device="cpu", progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
     """Ancestral sampling, Algorithm 2 of Ho et al. 2020 (arXiv:2006.11239): x_s drawn from the
     posterior q(x_s | x_t, x̂_0), with its variance β̃ ("beta_tilde") or the step's β ("beta").
     With fewer `steps` than T the chain is respaced (Nichol & Dhariwal 2021, arXiv:2102.09672)."""
@@ -79,21 +117,58 @@ def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...]
             return mean
         return mean + (q.beta if variance == "beta" else q.beta_tilde) ** 0.5 * noise
 
-    return _sample_loop(model, schedule, shape, steps, update, generator, device, progress, callback)
+    return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
+                        device, progress, callback)
 
 
 def ddim_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
-                eta: float = 0.0, generator: torch.Generator | None = None, device="cpu",
+                eta: float = 0.0, spacing: str = "time", generator: torch.Generator | None = None, device="cpu",
                 progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
     """DDIM, eq. (12) of Song et al. 2020 (arXiv:2010.02502), with σ = η·√β̃ (eq. 16): η = 0 is
     deterministic given x_T, η = 1 is the ancestral DDPM step with σ² = β̃."""
 
     def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
         sigma = eta * posterior(alpha_bar_t, alpha_bar_s).beta_tilde ** 0.5
-        x = alpha_bar_s ** 0.5 * x0 + max(1.0 - alpha_bar_s - sigma ** 2, 0.0) ** 0.5 * eps
-        return x if noise is None else x + sigma * noise
+        return _ddim_step(x0, eps, alpha_bar_s, sigma, noise)
 
-    return _sample_loop(model, schedule, shape, steps, update, generator, device, progress, callback)
+    return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
+                        device, progress, callback)
+
+
+def _ddim_step(x0, eps, alpha_bar_s: float, sigma: float = 0.0, noise=None):
+    """x_s = √ᾱ_s x̂_0 + √(1 - ᾱ_s - σ²) ε̂ + σ z, eq. (12) of 2010.02502."""
+    x = alpha_bar_s ** 0.5 * x0 + max(1.0 - alpha_bar_s - sigma ** 2, 0.0) ** 0.5 * eps
+    return x if noise is None else x + sigma * noise
+
+
+def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
+                         spacing: str = "logsnr", order: int = 2, generator: torch.Generator | None = None,
+                         device="cpu", progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M), Algorithm 2 of Lu et al. 2022 (arXiv:2211.01095): the probability-flow
+    ODE solved in data prediction, second-order multistep in λ = log(α/σ) (α = √ᾱ, σ = √(1-ᾱ)).
+    From t to s, with h = λ_s - λ_t and r = h_prev / h (h_prev: the previous step's h),
+        x_s = (σ_s/σ_t) x_t - α_s (e^(-h) - 1) D,   D = (1 + 1/(2r)) x̂_0(t) - 1/(2r) x̂_0(t_prev),
+    and D = x̂_0(t) on the first step (no history) and on the last, to σ = 0, where h is infinite
+    and only the first-order step is defined (the paper's "lower order final"). That update is
+    DDIM's (η = 0) with x̂_0 replaced by D and ε by the noise D implies, (x_t - α_t D)/σ_t; with
+    D = x̂_0 it is DDIM's step itself, so the first-order solver (`order` 1) is DDIM to the last
+    bit. One model evaluation per step, like DDIM."""
+    history: dict[str, object] = {}  # x̂_0 and h of the step before
+
+    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
+        if alpha_bar_s < 1.0 and order == 2:
+            h = half_log_snr(alpha_bar_s) - half_log_snr(alpha_bar_t)
+            if history:
+                half_over_r = 0.5 * h / history["h"]
+                d = (1 + half_over_r) * x0 - half_over_r * history["x0"]
+                history.update(x0=x0, h=h)
+                x0, eps = d, (x - alpha_bar_t ** 0.5 * d) / (1 - alpha_bar_t) ** 0.5
+            else:
+                history.update(x0=x0, h=h)
+        return _ddim_step(x0, eps, alpha_bar_s)
+
+    return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
+                        device, progress, callback)
 
 
 def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, levels: int,
@@ -130,13 +205,17 @@ def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, 
 class SamplerConfig:
     """A sampler and its settings, validated here once; `label` is how reports name it."""
     sampler: str = "ddim"  # one of SAMPLERS
-    steps: int | None = None  # denoising steps (Langevin: noise levels); None: DEFAULT_STEPS
+    steps: int | None = None  # denoising steps = model evaluations (Langevin: noise levels); None: DEFAULT_STEPS
     eta: float = 0.0  # DDIM's noise scale: 0 deterministic, 1 the DDPM posterior step
     variance: str = "beta_tilde"  # DDPM's step variance: the posterior's β̃, or β
+    spacing: str | None = None  # steps evenly spaced in "time" or in "logsnr"; None: DEFAULT_SPACING
 
     def __post_init__(self):
         check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("variance", self.variance, VARIANCES)
+        if self.spacing is None:
+            object.__setattr__(self, "spacing", DEFAULT_SPACING.get(self.sampler, "time"))
+        check_choice("spacing", self.spacing, SPACINGS)
         if self.steps is None:
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.sampler])
         if not self.eta >= 0:
@@ -144,17 +223,25 @@ class SamplerConfig:
 
     @property
     def label(self) -> str:
-        """DDPM-100, DDPM-1000 σ²=β, DDIM-50, DDIM-50 η=0.5, Langevin-100."""
+        """DDPM-100, DDPM-1000 σ²=β, DDIM-50, DDIM-50 η=0.5, DPM++2M-10, DPM++2M-10 in t, Langevin-100:
+        a spacing other than the sampler's default is named."""
+        default = DEFAULT_SPACING.get(self.sampler, "time")
+        spacing = "" if self.spacing == default or self.sampler == "langevin" else f" in {'t' if self.spacing == 'time' else 'logSNR'}"
         if self.sampler == "ddpm":
-            return f"DDPM-{self.steps}" + (" σ²=β" if self.variance == "beta" else "")
+            return f"DDPM-{self.steps}" + (" σ²=β" if self.variance == "beta" else "") + spacing
         if self.sampler == "ddim":
-            return f"DDIM-{self.steps}" + (f" η={self.eta:g}" if self.eta else "")
+            return f"DDIM-{self.steps}" + (f" η={self.eta:g}" if self.eta else "") + spacing
+        if self.sampler == "dpm++2m":
+            return f"DPM++2M-{self.steps}" + spacing
         return f"Langevin-{self.steps}"
 
     def run(self, model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], **kwargs) -> torch.Tensor:
         """Samples [shape] from `model`; kwargs: generator, device, progress, callback."""
         if self.sampler == "ddpm":
-            return ddpm_sample(model, schedule, shape, steps=self.steps, variance=self.variance, **kwargs)
+            return ddpm_sample(model, schedule, shape, steps=self.steps, variance=self.variance, spacing=self.spacing,
+                               **kwargs)
         if self.sampler == "ddim":
-            return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, **kwargs)
+            return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, **kwargs)
+        if self.sampler == "dpm++2m":
+            return dpm_solver_2m_sample(model, schedule, shape, steps=self.steps, spacing=self.spacing, **kwargs)
         return langevin_sample(model, schedule, shape, levels=self.steps, **kwargs)

@@ -6,7 +6,8 @@ must approach the data's own N(m, s²)."""
 import pytest
 import torch
 
-from ldm.sampling import SamplerConfig, ddim_sample, ddpm_sample, langevin_sample, sampling_timesteps
+from ldm.sampling import (LOGSNR_MIN, SamplerConfig, ddim_sample, ddpm_sample, dpm_solver_2m_sample, half_log_snr,
+                          langevin_sample, logsnr_timesteps, sampling_timesteps, spaced_timesteps)
 from ldm.utils import ConfigError
 from ldm.schedule import NoiseSchedule
 
@@ -161,3 +162,60 @@ def test_langevin_settings_outside_their_domain_are_refused():
         with pytest.raises(ConfigError) as error:
             langevin_sample(oracle_eps(s), s, (4, 1), levels=2, **bad)
         assert error.value.field == field
+
+
+def affine_map(sample, schedule: NoiseSchedule) -> tuple[float, float]:
+    """With the oracle, a deterministic sampler is affine in x_T: out = k x_T + c, so for
+    x_T ~ N(0, 1) its samples are exactly N(c, k²). k and c are read off two starting points."""
+    x_T = torch.randn((2, 1), generator=torch.Generator().manual_seed(0))  # what the sampler draws
+    out = sample(oracle_eps(schedule), schedule, (2, 1), generator=torch.Generator().manual_seed(0))
+    k = (out[1] - out[0]) / (x_T[1] - x_T[0])
+    return k.item(), (out[0] - k * x_T[0]).item()
+
+
+def ode_solution(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
+    """The probability-flow ODE from x_t ~ N(0, 1) to t = 0 for data N(m, s²): each x_t maps to
+    m + s (x_t - √ᾱ_t m) / √(ᾱ_t s² + 1 - ᾱ_t), the map that carries q(x_t) onto the data.
+    Returns (slope k*, intercept c*)."""
+    a = schedule.alphas_cumprod[t].item()
+    k = STD / (a * STD ** 2 + 1 - a) ** 0.5
+    return k, MEAN - k * a ** 0.5 * MEAN
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_solves_the_ode_far_better_than_ddim(schedule_name, steps):
+    """DPM-Solver++(2M) is second order in the log-SNR step h (local error O(h³)), DDIM first
+    order (O(h²)): on the same timesteps, over λ ∈ [-5, 5], 10 steps (h ≈ 1) leave DDIM with a
+    variance 24% short and DPM-Solver++ within 4%, and doubling the steps halves the first and more
+    than halves the second (at 50 steps the ratio is 20×). Bounds: the standard deviation within 4%
+    at 10 and 2% at 20 steps, and both moments at least 5× closer than DDIM's."""
+    s = NoiseSchedule.from_name(schedule_name, 1000)
+    k_star, c_star = ode_solution(s, spaced_timesteps(s, steps, "logsnr")[0])
+    dpm = affine_map(lambda *a, **kw: dpm_solver_2m_sample(*a, steps=steps, spacing="logsnr", **kw), s)
+    ddim = affine_map(lambda *a, **kw: ddim_sample(*a, steps=steps, spacing="logsnr", **kw), s)
+    std_error = {name: abs(k / k_star - 1) for name, (k, _) in (("dpm", dpm), ("ddim", ddim))}
+    mean_error = {name: abs(c - c_star) for name, (_, c) in (("dpm", dpm), ("ddim", ddim))}
+    assert std_error["dpm"] < (0.04 if steps == 10 else 0.02)
+    assert std_error["dpm"] < std_error["ddim"] / 5 and mean_error["dpm"] < mean_error["ddim"] / 5
+
+
+def test_first_order_dpm_solver_is_ddim_to_the_last_bit():
+    s = NoiseSchedule.from_name("cosine", 1000)
+    model = lambda x, t: oracle_eps(s)(x, t) + 0.1 * torch.sin(3 * x)  # any model, not only the oracle
+    for spacing in ("time", "logsnr"):
+        a = dpm_solver_2m_sample(model, s, (64, 3), steps=12, spacing=spacing, order=1,
+                                 generator=torch.Generator().manual_seed(1))
+        b = ddim_sample(model, s, (64, 3), steps=12, spacing=spacing, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_logsnr_timesteps_are_distinct_and_even_in_lambda(schedule_name):
+    s = NoiseSchedule.from_name(schedule_name, 1000)
+    for steps in (5, 10, 20, 50, 1000):
+        ts = logsnr_timesteps(s, steps)
+        assert len(ts) == steps and all(a > b for a, b in zip(ts, ts[1:])) and ts[-1] == 0 and ts[0] <= 999
+    lambdas = half_log_snr(s.alphas_cumprod[logsnr_timesteps(s, 10)])
+    gaps = lambdas[1:] - lambdas[:-1]
+    assert lambdas[0] >= LOGSNR_MIN - 0.1 and (gaps - gaps.mean()).abs().max() < 0.1 * gaps.mean()

@@ -1,0 +1,59 @@
+"""Sampler study (`make samplers`): FID against the number of model evaluations (NFE) for DDIM and
+DPM-Solver++(2M), in log-SNR and in time spacing, at 5, 10, 20 and 50 NFE, each on several seeds
+of unprompted images (mean ± standard deviation), beside the Validation floor on as many real
+subsets of the same size; images/s for each row. Run it after `make all`: it reads the classifier,
+VAE and UNet from checkpoints/ (ldm/sampler_study.py describes the study).
+
+Writes reports/samplers.json (one object per row), reports/samplers.md and reports/samplers.png
+(FID against NFE with error bars).
+
+    python -m scripts.samplers --data-dir ../shared/data/mnist                      # 10,000 images, seeds 0 1 2
+    python -m scripts.samplers --data-dir ../shared/data/mnist --num-images 500 --seeds 0 1 --nfe 5 10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ldm.checkpoint import load_model
+from ldm.classifier import Classifier
+from ldm.cli import (StageParser, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args, positive_int, prepare,
+                     run, seed)
+from ldm.data import load_mnist
+from ldm.pipeline import LatentDiffusion
+from ldm.sampler_study import NFES, SEEDS, run_sampler_study, write_report
+
+
+def parser() -> StageParser:
+    parser = StageParser(__doc__)
+    add_data_arg(parser)
+    add_preset_arg(parser)
+    parser.add_argument("--classifier", default="checkpoints/classifier.safetensors", help="feature extractor")
+    parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE (decoder)")
+    parser.add_argument("--unet", default="checkpoints/unet.safetensors", help="the UNet to sample")
+    parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per row and seed")
+    parser.add_argument("--seeds", type=seed, nargs="+", default=list(SEEDS), help="seeds of every row")
+    parser.add_argument("--nfe", type=positive_int, nargs="+", default=list(NFES), help="model evaluations per image")
+    parser.add_argument("--batch-size", type=positive_int, help="images per sampling batch (unset: the preset's)")
+    parser.add_argument("--out-dir", default="reports", help="samplers.json, samplers.md and samplers.png go here")
+    add_runtime_args(parser)
+    add_compile_arg(parser)
+    return parser
+
+
+def main(args) -> None:
+    out_dir = Path(args.out_dir)
+    device, preset = prepare(args, out_dir / "samplers.json")
+    model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile)
+    classifier, _ = load_model(args.classifier, Classifier, device)
+    train_images, _ = load_mnist(args.data_dir, "train")
+    test_images, _ = load_mnist(args.data_dir, "test")
+    report = run_sampler_study(model, classifier, train_images, test_images, num_images=args.num_images,
+                               nfes=args.nfe, seeds=args.seeds, batch_size=args.batch_size or preset.sample_batch_size,
+                               device=device, progress=not args.no_progress)
+    print(write_report(report, out_dir))
+    print(f"wrote {out_dir / 'samplers.json'}, {out_dir / 'samplers.md'} and {out_dir / 'samplers.png'}")
+
+
+if __name__ == "__main__":
+    run(parser(), main, multiprocess=False)

@@ -44,7 +44,7 @@ classifier: $(CKPT)/classifier.safetensors
 vae: $(CKPT)/vae.safetensors
 latents: $(CKPT)/latents.safetensors
 diffusion: $(CKPT)/unet.safetensors
-SAMPLES := $(CKPT)/samples_ddpm.safetensors $(CKPT)/samples_ddim.safetensors $(CKPT)/samples_digits.safetensors
+SAMPLES := $(CKPT)/samples_default.safetensors $(CKPT)/samples_ddim.safetensors $(CKPT)/samples_digits.safetensors
 sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
@@ -84,12 +84,17 @@ $(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
 $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors
 	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
 
-$(CKPT)/samples_%.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --sampler $* --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+# The default sampler (ldm/sampling.py: DEFAULT_SAMPLER at its default steps, chosen by `make
+# samplers`), DDIM-50 for comparison, and digit prompts 0-9 in turn with the default sampler and
+# the preset's guidance, with a picture of the denoising chain.
+$(CKPT)/samples_default.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
+	$(LAUNCH) scripts.sample --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
 
-# Digit prompts 0-9 in turn with the preset's guidance; also a picture of the denoising chain.
+$(CKPT)/samples_ddim.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
+	$(LAUNCH) scripts.sample --sampler ddim --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+
 $(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --sampler ddim --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) \
+	$(LAUNCH) scripts.sample --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) \
 		--out $@
 
 $(REPORTS)/toy/toy.json: $(VENV)/.installed

@@ -20,7 +20,7 @@ from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_mode
 from .data import NUM_CLASSES, to_uint8
 from .diffusion import Diffusion, DiffusionConfig
 from .guidance import PROMPT_GUIDANCE
-from .sampling import Callback, SamplerConfig
+from .sampling import DEFAULT_SAMPLER, Callback, SamplerConfig
 from .unet import UNet
 from .utils import ConfigError, LdmError, check_choice, resolve_device
 from .vae import VAE
@@ -152,12 +152,13 @@ class LatentDiffusion:
         return torch.cat(distributed.gather_batches(mine, num_batches))
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
-                 sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, variance: str = "beta_tilde",
-                 seed: int = 0, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+                 sampler: str = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0,
+                 variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0, batch_size: int = 500,
+                 progress: bool = False) -> torch.Tensor:
         """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none" (see
-        `prompt`); guidance: classifier-free guidance scale; sampler ("ddpm", "ddim", "langevin"),
-        steps, eta and variance as in SamplerConfig."""
-        sampler_config = SamplerConfig(sampler, steps, eta, variance)
+        `prompt`); guidance: classifier-free guidance scale; sampler (one of SAMPLERS), steps, eta,
+        variance and spacing as in SamplerConfig."""
+        sampler_config = SamplerConfig(sampler, steps, eta, variance, spacing)
         _, labels, guidance = self.prompt(digit, num_images, seed, guidance)
         return self.sample(num_images, sampler_config, labels=labels, guidance=guidance, seed=seed,
                            batch_size=batch_size, progress=progress)

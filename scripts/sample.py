@@ -27,7 +27,7 @@ from ldm.evaluation import samples_row_name
 from ldm.guidance import PROMPT_GUIDANCE
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import WEIGHTS, LatentDiffusion
-from ldm.sampling import SAMPLERS, VARIANCES
+from ldm.sampling import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, VARIANCES
 from ldm.utils import LdmError
 
 
@@ -38,13 +38,16 @@ def parser() -> StageParser:
     parser.add_argument("--weights", default="ema", help=f"which UNet weights to sample with: {', '.join(WEIGHTS)}")
     add_preset_arg(parser)
     group = parser.add_argument_group("sampler")
-    group.add_argument("--sampler", default="ddim",
-                       help=f"{', '.join(SAMPLERS)}: ancestral DDPM, DDIM, or annealed Langevin dynamics")
+    group.add_argument("--sampler", default=DEFAULT_SAMPLER,
+                       help=f"{', '.join(SAMPLERS)}: ancestral DDPM, DDIM, DPM-Solver++(2M) or annealed Langevin "
+                            "dynamics")
     group.add_argument("--steps", type=positive_int,
                        help="denoising steps or Langevin noise levels (unset: the preset's; "
                             "DDPM with fewer than T steps is respaced)")
     group.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale: 0 deterministic, 1 = DDPM")
     group.add_argument("--variance", default="beta_tilde", help=f"DDPM step variance σ²: {', '.join(VARIANCES)}")
+    group.add_argument("--spacing", help=f"steps evenly spaced in {' or '.join(SPACINGS)} (unset: log-SNR for "
+                                         "dpm++2m, time for the others)")
     group = parser.add_argument_group("prompt")
     group.add_argument("--digit", help="a digit 0-9; 'all' for the digits in turn; 'any' for digits drawn from the "
                                        "training label frequencies (the default of a class-conditional UNet); "
@@ -69,7 +72,7 @@ def main(args) -> None:
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
     device, preset = prepare(args, out)
-    sampler = preset.sampler(args.sampler, args.steps, eta=args.eta, variance=args.variance)
+    sampler = preset.sampler(args.sampler, args.steps, eta=args.eta, variance=args.variance, spacing=args.spacing)
     model = LatentDiffusion.load(args.unet, args.vae, device, args.weights, compile=args.compile)
     digit, labels, guidance = model.prompt(args.digit, args.num_images, args.seed, args.guidance)
     start = time.time()

@@ -122,7 +122,7 @@ CASES = {
         ["--timesteps 10: must be positive (at least 20 for the linear schedule"]),
     "unknown sampler": (
         lambda p, out, tmp, other: sample(p, out, "--sampler", "euler"),
-        ["--sampler euler: choose one of ddpm, ddim, langevin"]),
+        ["--sampler euler: choose one of ddpm, ddim, dpm++2m, langevin"]),
     "zero training steps": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--steps", 0),
         ["argument --steps: must be a positive integer, got 0"]),

@@ -22,6 +22,7 @@ from ldm.evaluation import samples_row_name
 from ldm.guidance import PROMPT_GUIDANCE as SMOKE_GUIDANCE  # the scale make-style runs prompt with
 from ldm.pipeline import LatentDiffusion
 from ldm.presets import PRESETS
+from ldm.sampler_study import choose_default
 from ldm.utils import LdmError
 
 
@@ -56,7 +57,7 @@ def test_fid_table_has_every_row(pipeline):
     report = json.loads((pipeline["reports"] / "fid.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names == ["Validation", "Random", "VAE", "VAE reconstruction", "Diffusion DDPM-5, random digits",
-                     "Diffusion DDIM-3, random digits", f"Diffusion DDIM-3, digits 0-9, guidance {SMOKE_GUIDANCE:g}"]
+                     "Diffusion DDIM-3, random digits", f"Diffusion DPM++2M-10, digits 0-9, guidance {SMOKE_GUIDANCE:g}"]
     assert report["num_images"] == 16 and all(np.isfinite(row["fid"]) for row in report["rows"])
     for row in report["rows"]:
         assert Path(row["grid"]).is_file()
@@ -95,7 +96,7 @@ def test_unprompted_samples_draw_digits_from_the_training_labels(pipeline, tmp_p
     run_script("sample", *pipeline["models"], *SMOKE, "--digit", "none", "--num-samples", 4,
                "--out", tmp_path / "none.safetensors")
     no_label = load_checkpoint(tmp_path / "none.safetensors", "samples")
-    assert "labels" not in no_label.tensors and samples_row_name(no_label.info) == "DDIM-3, no label"
+    assert "labels" not in no_label.tensors and samples_row_name(no_label.info) == "DPM++2M-10, no label"
 
 
 def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
@@ -109,9 +110,10 @@ def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
 
 def test_the_python_api_gives_what_the_script_wrote(pipeline, tmp_path):
     """LatentDiffusion.from_pretrained + pipe(...) with the settings `make sample` used for the
-    digits file (the smoke preset: DDIM-3, batches of 8) reproduces its images byte for byte."""
+    digits file (the default sampler; the smoke preset's batches of 8) reproduces its images byte
+    for byte."""
     pipe = LatentDiffusion.from_pretrained(pipeline["ckpt"], device="cpu")
-    images = pipe(num_images=20, digit="all", steps=PRESETS["smoke"].ddim_steps, batch_size=8, seed=0)
+    images = pipe(num_images=20, digit="all", batch_size=PRESETS["smoke"].sample_batch_size, seed=0)
     written = load_checkpoint(pipeline["ckpt"] / "samples_digits.safetensors", "samples").tensors["images"]
     assert images.dtype == torch.uint8 and torch.equal(images, written)
     sevens = pipe(num_images=3, digit=7, guidance=2.0, sampler="ddpm", steps=4, seed=1)
@@ -200,3 +202,39 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_
     a = load_checkpoint(killed_out, "unet").tensors
     b = load_checkpoint(tmp_path / "straight.safetensors", "unet").tensors
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dpm_solver_samples_prompted_and_guided(pipeline, tmp_path):
+    out = tmp_path / "sevens.safetensors"
+    run_script("sample", *pipeline["models"], *SMOKE, "--sampler", "dpm++2m", "--steps", 4, "--digit", 7,
+               "--guidance", 2, "--num-samples", 8, "--out", out)
+    samples = load_checkpoint(out, "samples")
+    assert samples.info["sampler"] == {"sampler": "dpm++2m", "steps": 4, "eta": 0.0, "variance": "beta_tilde",
+                                       "spacing": "logsnr"}
+    assert samples_row_name(samples.info) == "DPM++2M-4, digit 7, guidance 2"
+    assert samples.tensors["images"].shape == (8, 28, 28) and (samples.tensors["labels"] == 7).all()
+
+
+def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    run_script("samplers", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
+               *pipeline["models"], *SMOKE, "--num-images", 16, "--seeds", 0, 1, "--nfe", 2, 50, "--out-dir", tmp_path)
+    report = json.loads((tmp_path / "samplers.json").read_text())
+    assert [(r["label"], r["nfe"]) for r in report["rows"]] == [
+        ("DDIM-2", 2), ("DDIM-50", 50), ("DPM++2M-2", 2), ("DPM++2M-50", 50), ("DPM++2M-2 in t", 2), ("DPM++2M-50 in t", 50)]
+    for row in report["rows"]:
+        assert row["seeds"] == [0, 1] and row["images"] == 16 and len(row["fids"]) == 2 and row["images_per_second"] > 0
+        assert row["fid_mean"] == pytest.approx(sum(row["fids"]) / 2)
+    assert len(report["floor"]["fids"]) == 2 and report["default"]["reference"] == "DDIM-50"
+    assert (tmp_path / "samplers.png").stat().st_size > 0 and "DPM++2M-2" in (tmp_path / "samplers.md").read_text()
+
+
+def test_the_default_is_the_cheapest_setting_within_one_deviation_of_ddim_50():
+    row = lambda sampler, spacing, nfe, mean, std: {"sampler": sampler, "spacing": spacing, "nfe": nfe,
+                                                    "label": f"{sampler}-{nfe}", "fid_mean": mean, "fid_std": std}
+    rows = [row("ddim", "time", 10, 14.0, 0.3), row("ddim", "time", 50, 10.0, 0.5),
+            row("dpm++2m", "logsnr", 5, 11.0, 0.4), row("dpm++2m", "logsnr", 10, 10.4, 0.3),
+            row("dpm++2m", "time", 10, 10.2, 0.3)]
+    assert choose_default(rows)["label"] == "dpm++2m-10" and choose_default(rows)["fid_mean"] == 10.2
+    assert choose_default(rows[1:2])["label"] == "ddim-50"  # DDIM-50 itself when nothing cheaper is as good
+    assert choose_default(rows[2:]) is None

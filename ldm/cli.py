@@ -96,6 +96,16 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
                         help="folder with the MNIST IDX files, or torchvision's root (default: $LDM_DATA_DIR or data/)")
 
 
+CHECKPOINTS = {"classifier": "the classifier whose features FID uses", "vae": "the VAE (its decoder)",
+               "unet": "the diffusion UNet", "latents": "the latent cache"}
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser, *stages: str) -> None:
+    """--classifier, --vae, --unet, --latents: the files `make all` writes into checkpoints/."""
+    for stage in stages:
+        parser.add_argument(f"--{stage}", default=f"checkpoints/{stage}.safetensors", help=CHECKPOINTS[stage])
+
+
 def add_preset_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="auto", help="hyper-parameters: auto (by device), cpu, gpu or smoke")
 

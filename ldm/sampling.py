@@ -4,8 +4,9 @@ score the same ε-model implies.
 
 DDPM, DDIM and DPM-Solver++ walk a decreasing sequence of kept timesteps t > s, spaced evenly in
 t or in log-SNR, and use the model's x̂_0 at each step, so that the same code serves the full
-1000-step chain and respaced ones; DDPM and DDIM take their coefficients from `schedule.posterior`. All noise is drawn on the CPU from `generator` and then
-moved, so that samples do not depend on the device. `SamplerConfig` names a sampler with its
+1000-step chain and respaced ones; DDPM and DDIM take their coefficients from
+`schedule.posterior`. All noise is drawn on the CPU from `generator` and then moved, so that
+samples do not depend on the device. `SamplerConfig` names a sampler with its
 settings, validates them and runs it; the functions take the settings it has validated.
 """
 
@@ -230,7 +231,8 @@ class SamplerConfig:
         """DDPM-100, DDPM-1000 σ²=β, DDIM-50, DDIM-50 η=0.5, DPM++2M-10, DPM++2M-10 in t, Langevin-100:
         a spacing other than the sampler's default is named."""
         default = DEFAULT_SPACING.get(self.sampler, "time")
-        spacing = "" if self.spacing == default or self.sampler == "langevin" else f" in {'t' if self.spacing == 'time' else 'logSNR'}"
+        named = {"time": " in t", "logsnr": " in logSNR"}[self.spacing]
+        spacing = "" if self.spacing == default or self.sampler == "langevin" else named
         if self.sampler == "ddpm":
             return f"DDPM-{self.steps}" + (" σ²=β" if self.variance == "beta" else "") + spacing
         if self.sampler == "ddim":

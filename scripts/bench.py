@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm.bench import run_bench
-from ldm.cli import (StageParser, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args, positive_int,
-                     prepare, run)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
+                     positive_int, prepare, run)
 from ldm.utils import set_seed
 
 
@@ -26,10 +26,7 @@ def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
     add_preset_arg(parser)
-    parser.add_argument("--classifier", default="checkpoints/classifier.safetensors", help="feature extractor")
-    parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE (decoder)")
-    parser.add_argument("--unet", default="checkpoints/unet.safetensors", help="UNet of the sampler study")
-    parser.add_argument("--latents", default="checkpoints/latents.safetensors", help="latent cache for the training study")
+    add_checkpoint_args(parser, "classifier", "vae", "unet", "latents")
     parser.add_argument("--num-images", type=positive_int, help="images per row (unset: the preset's)")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training-choice study")
     parser.add_argument("--out-dir", default="reports", help="bench.json, bench.md and pictures go here")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import StageParser, add_data_arg, add_runtime_args, positive_int, run
+from ldm.cli import StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, positive_int, run
 from ldm.data import load_mnist
 from ldm.evaluation import fid_report
 from ldm.utils import check_writable, resolve_device, set_seed
@@ -32,8 +32,7 @@ from ldm.vae import VAE
 def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
-    parser.add_argument("--classifier", default="checkpoints/classifier.safetensors", help="feature extractor")
-    parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE for the prior baseline")
+    add_checkpoint_args(parser, "classifier", "vae")
     parser.add_argument("--samples", nargs="*", default=[], help="samples files from scripts/sample.py, one row each")
     parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per row")
     parser.add_argument("--out-dir", default="reports", help="fid.json, fid.md and grids go here")

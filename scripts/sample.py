@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ldm import distributed
 from ldm.checkpoint import save_checkpoint
-from ldm.cli import (StageParser, add_compile_arg, add_preset_arg, add_runtime_args, positive_int, prepare,
-                     run)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_preset_arg, add_runtime_args, positive_int,
+                     prepare, run)
 from ldm.evaluation import samples_row_name
 from ldm.guidance import PROMPT_GUIDANCE
 from ldm.images import digit_rows, save_grid, save_rows
@@ -33,8 +33,7 @@ from ldm.utils import LdmError
 
 def parser() -> StageParser:
     parser = StageParser(__doc__)
-    parser.add_argument("--unet", default="checkpoints/unet.safetensors", help="diffusion checkpoint")
-    parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE checkpoint (decoder)")
+    add_checkpoint_args(parser, "unet", "vae")
     parser.add_argument("--weights", default="ema", help=f"which UNet weights to sample with: {', '.join(WEIGHTS)}")
     add_preset_arg(parser)
     group = parser.add_argument_group("sampler")

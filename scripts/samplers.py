@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args, positive_int, prepare,
-                     run, seed)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
+                     positive_int, prepare, run, seed)
 from ldm.data import load_mnist
 from ldm.pipeline import LatentDiffusion
 from ldm.sampler_study import NFES, SEEDS, run_sampler_study, write_report
@@ -28,9 +28,7 @@ def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
     add_preset_arg(parser)
-    parser.add_argument("--classifier", default="checkpoints/classifier.safetensors", help="feature extractor")
-    parser.add_argument("--vae", default="checkpoints/vae.safetensors", help="VAE (decoder)")
-    parser.add_argument("--unet", default="checkpoints/unet.safetensors", help="the UNet to sample")
+    add_checkpoint_args(parser, "classifier", "vae", "unet")
     parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per row and seed")
     parser.add_argument("--seeds", type=seed, nargs="+", default=list(SEEDS), help="seeds of every row")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=list(NFES), help="model evaluations per image")

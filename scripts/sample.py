@@ -1,12 +1,15 @@
-"""Stage 5: sample latents from noise with DDPM, DDIM or Langevin dynamics, decode them through the
-VAE, and write the images as a safetensors file ([N x 28 x 28] uint8, plus the prompted labels)
-and a PNG grid (the first 64, or with --digit all one row per digit).
+"""Stage 5: sample latents from noise with DPM-Solver++(2M) (the default: 10 steps in log-SNR),
+DDIM, DDPM or Langevin dynamics, decode them through the VAE, and write the images as a
+safetensors file ([N x 28 x 28] uint8, plus the prompted labels) and a PNG grid (the first 64, or
+with --digit all one row per digit).
 
 Unprompted samples of a class-conditional UNet prompt each image with a digit drawn from the
 training set's label frequencies, at guidance 1: that samples p(x) = Σ_y p(y) p(x | y) through the
 conditional branch; --digit none samples the "no label" branch instead.
 
-    python -m scripts.sample --sampler ddim --steps 50 --num-samples 64 --out checkpoints/samples.safetensors
+    python -m scripts.sample --num-samples 64 --out checkpoints/samples.safetensors
+    python -m scripts.sample --sampler ddim --steps 50 --num-samples 64 --out checkpoints/ddim.safetensors
+    python -m scripts.sample --sampler dpm++2m --steps 5 --spacing time --out checkpoints/fast.safetensors
     python -m scripts.sample --sampler ddpm --variance beta --num-samples 10000 --seed 1
     python -m scripts.sample --digit 7 --guidance 2.0 --out checkpoints/sevens.safetensors
     python -m scripts.sample --digit all --num-samples 100 --out reports/digits.safetensors

@@ -123,6 +123,15 @@ def test_a_batch_that_does_not_split_evenly_is_one_line(pipeline, tmp_path):
         "error: rank 0 of 2: --batch-size 15: the global batch must divide evenly among the 2 processes"]
 
 
+def test_a_loss_that_diverges_on_one_rank_stops_every_rank():
+    result = torchrun(ROOT / "tests" / "nan_worker.py", "--device", "cpu", check=False)
+    assert result.returncode != 0
+    # rank 0's own loss turns NaN a step later, through the averaged gradients; it names rank 1's step
+    assert our_error_lines(result.stderr) == [
+        "error: rank 0 of 2: train: the loss became non-finite at step 3; stopped, and nothing after the last good "
+        "snapshot was saved (try a lower learning rate)"]
+
+
 def test_a_rank_that_dies_ends_the_job(pipeline, tmp_path):
     job = torchrun("-m", "scripts.train_diffusion", "--latents", pipeline["ckpt"] / "latents.safetensors", *SMOKE,
                    "--steps", 100_000, "--save-every", 0, "--no-progress", "--out", tmp_path / "u.safetensors",

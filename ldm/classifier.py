@@ -50,9 +50,9 @@ class Classifier(nn.Module):
         return torch.empty(n, self.config.feature_dim, device=device).bernoulli_(1 - p).div_(1 - p)
 
     def forward(self, x: torch.Tensor, dropout_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Images -> [N x 10] logits; in training with dropout on the features (by `dropout_mask`
-        when given)."""
+        """Images -> [N x 10] logits; in training with dropout on the features, by `dropout_mask`
+        when given (training draws the global batch's), else by one drawn here."""
         features = self.features(x)
-        if dropout_mask is not None:
-            return self.head(features * dropout_mask)
-        return self.head(F.dropout(features, self.config.dropout, self.training))
+        if dropout_mask is None and self.training:
+            dropout_mask = self.dropout_mask(len(x), x.device)
+        return self.head(features if dropout_mask is None else features * dropout_mask)

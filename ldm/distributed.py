@@ -15,8 +15,8 @@ How the stages use it (see README, "Several processes"):
   DistributedDataParallel, which averages the gradients. The weights, the EMA, the optimizer and
   every RNG stay identical on all ranks, so N processes follow the 1-process trajectory and a
   snapshot written by rank 0 is the global state.
-- sampling and feature extraction: batch i goes to rank i mod N and `gather_batches` puts the
-  results back in order on every rank.
+- sampling and feature extraction (`map_batches`): batch i goes to rank i mod N and the results
+  come back in order on every rank.
 - only rank 0 (`is_main`) writes files and shows progress bars.
 """
 
@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
+from tqdm.auto import tqdm
 
 from .utils import ConfigError, resolve_device
 
@@ -125,30 +126,30 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def mean(values: torch.Tensor) -> torch.Tensor:
     """The mean over ranks of a tensor every rank holds (SUM then divide: Gloo has no AVG)."""
-    if _world.size == 1:
-        return values
-    import torch.distributed as dist
-    values = values.clone()
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values / _world.size
+    return _all_reduce(values, "SUM") / _world.size
 
 
 def minimum(value: torch.Tensor) -> torch.Tensor:
+    return _all_reduce(value, "MIN")
+
+
+def _all_reduce(value: torch.Tensor, op: str) -> torch.Tensor:
     if _world.size == 1:
         return value
     import torch.distributed as dist
     value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    dist.all_reduce(value, op=getattr(dist.ReduceOp, op))
     return value
 
 
-def my_batches(num_batches: int) -> range:
-    """The batch indices this rank computes: i ≡ rank (mod N)."""
-    return range(_world.rank, num_batches, _world.size)
-
-
-def gather_batches(mine: dict[int, T], num_batches: int) -> list[T]:
-    """Every rank's {batch index: result} -> all results in batch order, on every rank."""
+def map_batches(count: int, batch_size: int, compute: Callable[[int, slice], T], *, desc: str,
+                progress: bool = False) -> list[T]:
+    """compute(i, items of batch i) for the batches of `count` items, in batch order, on every
+    rank. On several processes rank r computes batches r, r + N, ... and the results are gathered."""
+    num_batches = -(-count // batch_size)
+    mine_indices = range(_world.rank, num_batches, _world.size)
+    mine = {i: compute(i, slice(i * batch_size, min((i + 1) * batch_size, count)))
+            for i in tqdm(mine_indices, desc=desc, leave=False, disable=not progress)}
     if _world.size == 1:
         return [mine[i] for i in range(num_batches)]
     import torch.distributed as dist

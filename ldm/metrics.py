@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
 
@@ -49,10 +48,10 @@ def classifier_features(classifier: torch.nn.Module, images: torch.Tensor, devic
     """Images [N x 1 x 28 x 28] in [0, 1] -> [N x D] float64 features, classifier in eval mode.
     On several processes each rank extracts its share of the batches and every rank gets all."""
     classifier.eval()
-    num_batches = -(-len(images) // batch_size)
-    mine = {i: classifier.features(images[i * batch_size:(i + 1) * batch_size].to(device)).double().cpu()
-            for i in tqdm(distributed.my_batches(num_batches), desc="features", leave=False, disable=not progress)}
-    return torch.cat(distributed.gather_batches(mine, num_batches)).numpy()
+    chunks = distributed.map_batches(len(images), batch_size,
+                                     lambda i, batch: classifier.features(images[batch].to(device)).double().cpu(),
+                                     desc="features", progress=progress)
+    return torch.cat(chunks).numpy()
 
 
 # ---- nearest-neighbour metrics

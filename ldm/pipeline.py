@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
@@ -141,15 +140,13 @@ class LatentDiffusion:
         on (seed, batch_size) alone, not on the device nor on how many processes share the work.
         On several processes, rank r samples batches r, r + N, ... and every rank returns them all.
         """
-        num_batches = -(-num_images // batch_size)
-        mine = {}
-        for i in tqdm(distributed.my_batches(num_batches), desc="batches", disable=not progress):
-            start = i * batch_size
-            n = min(batch_size, num_images - start)
-            z = self.sample_latents(n, sampler, labels=None if labels is None else labels[start:start + n],
+        def sample_batch(i: int, batch: slice) -> torch.Tensor:
+            z = self.sample_latents(batch.stop - batch.start, sampler, labels=None if labels is None else labels[batch],
                                     guidance=guidance, generator=batch_generator(seed, i), progress=progress)
-            mine[i] = to_uint8(self.decode(z))
-        return torch.cat(distributed.gather_batches(mine, num_batches))
+            return to_uint8(self.decode(z))
+
+        return torch.cat(distributed.map_batches(num_images, batch_size, sample_batch, desc="batches",
+                                                 progress=progress))
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
                  sampler: str = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0,

@@ -59,15 +59,19 @@ def run_sampler_study(model: LatentDiffusion, classifier: Classifier, train_imag
                 seconds += time.time() - start
                 fids.append(fid(images))
             rows.append({"sampler": sampler_name, "spacing": spacing, "label": sampler.label, "nfe": nfe,
-                         "seeds": list(seeds), "images": num_images, "fids": fids, "fid_mean": float(np.mean(fids)),
-                         "fid_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0,
+                         "seeds": list(seeds), "images": num_images, **summary(fids),
                          "images_per_second": num_images * len(seeds) / seconds})
             print(f"{sampler.label:>22}: FID {rows[-1]['fid_mean']:.3f} ± {rows[-1]['fid_std']:.3f} "
                   f"({rows[-1]['images_per_second']:.1f} images/s)", flush=True)
-    return {"rows": rows, "floor": {"fids": floor, "fid_mean": float(np.mean(floor)),
-                                    "fid_std": float(np.std(floor, ddof=1)) if len(floor) > 1 else 0.0},
+    return {"rows": rows, "floor": summary(floor),
             "default": choose_default(rows), "num_images": num_images, "seeds": list(seeds),
             "device": describe_device(device), "torch_version": torch.__version__, "ldm_version": __version__}
+
+
+def summary(fids: list[float]) -> dict:
+    """The FIDs of one row over the seeds, their mean and sample standard deviation."""
+    return {"fids": fids, "fid_mean": float(np.mean(fids)),
+            "fid_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0}
 
 
 def choose_default(rows: list[dict]) -> dict | None:

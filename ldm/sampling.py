@@ -147,7 +147,7 @@ def _ddim_step(x0, eps, alpha_bar_s: float, sigma: float = 0.0, noise=None):
 
 
 def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
-                         spacing: str = "logsnr", order: int = 2, generator: torch.Generator | None = None,
+                         spacing: str = DEFAULT_SPACING["dpm++2m"], order: int = 2, generator: torch.Generator | None = None,
                          device="cpu", progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), Algorithm 2 of Lu et al. 2022 (arXiv:2211.01095): the probability-flow
     ODE solved in data prediction, second-order multistep in λ = log(α/σ) (α = √ᾱ, σ = √(1-ᾱ)).

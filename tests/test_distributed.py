@@ -165,10 +165,11 @@ def test_more_processes_than_gpus_is_refused(monkeypatch):
 
 def test_single_process_helpers_are_the_identity():
     assert not distributed.launched() and distributed.is_main()
-    assert distributed.shard(12) == slice(0, 12) and list(distributed.my_batches(3)) == [0, 1, 2]
+    assert distributed.shard(12) == slice(0, 12)
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap(model) is model
-    assert distributed.gather_batches({1: "b", 0: "a"}, 2) == ["a", "b"]
+    assert distributed.map_batches(5, 2, lambda i, batch: (i, batch), desc="test") == [
+        (0, slice(0, 2)), (1, slice(2, 4)), (2, slice(4, 5))]
 
 
 def test_every_sampling_batch_draws_its_own_noise():

@@ -3,6 +3,7 @@
 #   make test                              the test suite
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
 #   make samplers DATA=../shared/data/mnist FID against model evaluations for DDIM and DPM-Solver++ (after `make all`)
+#   make lengths DATA=../shared/data/mnist  FID against UNet training steps (after `make all`)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
@@ -33,7 +34,7 @@ NPROC ?= 1
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers toy test clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers lengths toy test clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -49,6 +50,7 @@ sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
 samplers: $(REPORTS)/samplers.json
+lengths: $(REPORTS)/training_length.json
 toy: $(REPORTS)/toy/toy.json
 	@cat $(REPORTS)/toy/toy.md
 
@@ -108,6 +110,10 @@ $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 
 $(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.samplers --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS)
+
+$(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
+	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) \
+		--work-dir $(CKPT)/lengths
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

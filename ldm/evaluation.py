@@ -49,6 +49,19 @@ class RealFeatures:
         return cls(test, train, mu, sigma, nearest_neighbour_distance(test, train))
 
 
+class TestSetFID:
+    """The FID alone of uint8 images against the test set, for studies that score many sets:
+    the test statistics are computed once."""
+
+    def __init__(self, classifier: Classifier, test_images: torch.Tensor, device: torch.device):
+        self.classifier, self.device = classifier, device
+        self.mu, self.sigma = feature_statistics(classifier_features(classifier, to_float(test_images), device))
+
+    def __call__(self, images: torch.Tensor) -> float:
+        features = classifier_features(self.classifier, to_float(images), self.device)
+        return frechet_distance(*feature_statistics(features), self.mu, self.sigma)
+
+
 def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tensor, device: torch.device, *,
                  labels: torch.Tensor | None = None, from_training_set: bool = False, fid_subset: int | None = None,
                  progress: bool = False) -> dict:

@@ -57,7 +57,7 @@ PRESETS = {
         name="cpu",
         classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50),
         vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100),
-        unet=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
+        unet=TrainSettings(steps=8000, batch_size=256, lr=1e-3, warmup_steps=200),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         ddpm_steps=100, ddim_steps=50, sample_batch_size=500,

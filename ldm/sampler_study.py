@@ -21,10 +21,9 @@ import torch
 
 from . import __version__
 from .classifier import Classifier
-from .data import to_float
-from .evaluation import validation_images
-from .metrics import classifier_features, feature_statistics, frechet_distance
+from .evaluation import TestSetFID, validation_images
 from .pipeline import LatentDiffusion
+from .plots import log_axes, new_figure, save_figure
 from .sampling import SamplerConfig
 from .utils import describe_device, write_text_atomic
 
@@ -39,12 +38,7 @@ def run_sampler_study(model: LatentDiffusion, classifier: Classifier, train_imag
                       test_images: torch.Tensor, *, num_images: int, nfes=NFES, seeds=SEEDS, families=FAMILIES,
                       batch_size: int, device: torch.device, progress: bool = False) -> dict:
     """Score every (family, NFE) on `seeds`; return the report (rows, floor, the chosen default)."""
-    reference = feature_statistics(classifier_features(classifier, to_float(test_images), device))
-
-    def fid(images: torch.Tensor) -> float:
-        return frechet_distance(*feature_statistics(classifier_features(classifier, to_float(images), device)),
-                                *reference)
-
+    fid = TestSetFID(classifier, test_images, device)
     floor = [fid(validation_images(train_images, num_images, torch.Generator().manual_seed(seed))) for seed in seeds]
     rows = []
     for sampler_name, spacing in families:
@@ -109,13 +103,7 @@ def samplers_markdown(report: dict) -> str:
 
 def plot_samplers(report: dict, path: str | os.PathLike) -> None:
     """FID against NFE, one line per sampler family with error bars, the floor as a band."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    from .utils import atomic_path
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = new_figure()
     labels = {("ddim", "time"): "DDIM", ("dpm++2m", "logsnr"): "DPM-Solver++(2M), log-SNR spacing",
               ("dpm++2m", "time"): "DPM-Solver++(2M), time spacing"}
     for family in dict.fromkeys((r["sampler"], r["spacing"]) for r in report["rows"]):
@@ -125,18 +113,11 @@ def plot_samplers(report: dict, path: str | os.PathLike) -> None:
     floor = report["floor"]
     ax.axhspan(floor["fid_mean"] - floor["fid_std"], floor["fid_mean"] + floor["fid_std"], color="grey", alpha=0.3)
     ax.axhline(floor["fid_mean"], color="grey", lw=1, label="Validation floor (real images)")
-    ax.set(xscale="log", yscale="log", xlabel="model evaluations (NFE)", ylabel="FID (classifier features)",
+    ax.set(xlabel="model evaluations (NFE)", ylabel="FID (classifier features)",
            title=f"{report['num_images']} images, seeds {', '.join(map(str, report['seeds']))}")
-    nfes = sorted({r["nfe"] for r in report["rows"]})
-    ax.set_xticks(nfes, [str(n) for n in nfes])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    log_axes(ax, sorted({r["nfe"] for r in report["rows"]}))
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:

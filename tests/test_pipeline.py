@@ -229,6 +229,23 @@ def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path)
     assert (tmp_path / "samplers.png").stat().st_size > 0 and "DPM++2M-2" in (tmp_path / "samplers.md").read_text()
 
 
+def test_length_study_reuses_the_stage_unet_and_trains_the_other_lengths(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    args = ["--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors", *pipeline["models"],
+            "--latents", ckpt / "latents.safetensors", *SMOKE, "--num-images", 16, "--out-dir", tmp_path,
+            "--work-dir", tmp_path / "work"]
+    run_script("training_length", *args, "--steps", 1, PRESETS["smoke"].unet.steps)
+    report = json.loads((tmp_path / "training_length.json").read_text())
+    assert [r["steps"] for r in report["rows"]] == [1, PRESETS["smoke"].unet.steps]
+    assert report["rows"][0]["checkpoint"] == str(tmp_path / "work" / "unet_1.safetensors")
+    assert report["rows"][1]["checkpoint"] == str(ckpt / "unet.safetensors")  # the stage's own run, not retrained
+    assert load_checkpoint(report["rows"][0]["checkpoint"], "unet").info["training"]["steps"] == 1
+    for row in report["rows"]:
+        assert row["random digits"] > 0 and row["no label"] > 0
+    assert report["floor"] > 0 and (tmp_path / "training_length.png").stat().st_size > 0
+    assert "| 1 |" in (tmp_path / "training_length.md").read_text()
+
+
 def test_the_default_is_the_cheapest_setting_within_one_deviation_of_ddim_50():
     row = lambda sampler, spacing, nfe, mean, std: {"sampler": sampler, "spacing": spacing, "nfe": nfe,
                                                     "label": f"{sampler}-{nfe}", "fid_mean": mean, "fid_std": std}

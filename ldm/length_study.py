@@ -1,0 +1,132 @@
+"""How sample quality moves with training length (`make lengths`): UNets trained for several step
+counts with the preset's other settings, each scored by the FID of unprompted images (random
+digits, and the "no label" branch) from the default sampler, beside the Validation floor.
+
+Every length is its own run: the learning rate decays over the whole run (train.get_lr), so the
+first 2,000 steps of an 8,000-step run are not a 2,000-step run. The run whose length is the
+preset's is `make all`'s UNet, read rather than retrained when its checkpoint records the same
+settings; the others are trained into the work folder, where a finished one is reused and a
+killed one resumes from its snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .checkpoint import load_checkpoint
+from .evaluation import TestSetFID, validation_images
+from .latents import LatentCache
+from .pipeline import LatentDiffusion
+from .plots import log_axes, new_figure, save_figure
+from .presets import Preset
+from .sampling import SamplerConfig
+from .snapshot import snapshot_path
+from .stages import save_unet, train_unet
+from .utils import describe_device, write_text_atomic
+
+PROMPTS = {"random digits": "any", "no label": "none"}
+
+
+def default_lengths(preset: Preset) -> list[int]:
+    """A quarter, half and all of the preset's training steps."""
+    steps = preset.unet.steps
+    return sorted({max(1, steps // 4), max(1, steps // 2), steps})
+
+
+def trained_unet(preset: Preset, cache: LatentCache, steps: int, *, unet_path: str | os.PathLike,
+                 work_dir: Path, seed: int, device: torch.device, progress: bool) -> Path:
+    """The checkpoint of the preset's UNet trained for `steps`: `unet_path` if it records exactly
+    these settings, else work_dir/unet_<steps>.safetensors, trained (or resumed) if missing."""
+    settings = dataclasses.replace(preset.unet, steps=steps)
+    wanted = json.loads(json.dumps({"training": dataclasses.asdict(settings), "seed": seed,
+                                    "diffusion": dataclasses.asdict(preset.diffusion),
+                                    "vae_fingerprint": cache.vae_fingerprint}))
+    config = dataclasses.replace(preset.unet_model, in_channels=cache.latent_shape[0])
+
+    def matches(path: Path) -> bool:
+        if not path.is_file():
+            return False
+        ckpt = load_checkpoint(path, "unet")
+        return ckpt.config == json.loads(json.dumps(dataclasses.asdict(config))) and all(
+            ckpt.info.get(k) == v for k, v in wanted.items())
+
+    for path in (Path(unet_path), work_dir / f"unet_{steps}.safetensors"):
+        if matches(path):
+            return path
+    ema_model, raw_model, info = train_unet(cache, preset.unet_model, preset.diffusion, settings, seed=seed,
+                                            device=device, progress=progress, desc=f"{steps} steps",
+                                            snapshot_to=snapshot_path(path), save_every=500)
+    save_unet(path, ema_model, raw_model, dict(info, preset=preset.name))
+    return path
+
+
+def run_length_study(preset: Preset, cache: LatentCache, fid: TestSetFID, train_images: torch.Tensor, *,
+                     lengths: list[int], unet_path: str | os.PathLike, vae_path: str | os.PathLike,
+                     work_dir: str | os.PathLike, num_images: int, sampler: SamplerConfig, seed: int,
+                     device: torch.device, progress: bool = True) -> dict:
+    """One row per training length; return the report."""
+    work_dir = Path(work_dir)
+    floor = fid(validation_images(train_images, num_images, torch.Generator().manual_seed(seed)))
+    rows = []
+    for steps in sorted(lengths):
+        path = trained_unet(preset, cache, steps, unet_path=unet_path, work_dir=work_dir, seed=seed, device=device,
+                            progress=progress)
+        model = LatentDiffusion.load(path, vae_path, device)
+        training = model.unet_ckpt.info
+        row = {"steps": steps, "checkpoint": str(path), "train_seconds": training["train_seconds"],
+               "final_loss": training["final_loss"]["loss"]}
+        for name, digit in PROMPTS.items():
+            _, labels, guidance = model.prompt(digit, num_images, seed, guidance=1.0)
+            images = model.sample(num_images, sampler, labels=labels, guidance=guidance, seed=seed,
+                                  batch_size=preset.sample_batch_size, progress=progress)
+            row[name] = fid(images)
+        rows.append(row)
+        print(f"{steps:>6} steps ({row['train_seconds'] / 60:.1f} min): FID random digits "
+              f"{row['random digits']:.3f}, no label {row['no label']:.3f}", flush=True)
+    return {"rows": rows, "floor": floor, "sampler": sampler.label, "num_images": num_images, "seed": seed,
+            "preset": preset.name, "batch_size": preset.unet.batch_size, "device": describe_device(device),
+            "torch_version": torch.__version__, "ldm_version": __version__}
+
+
+def lengths_markdown(report: dict) -> str:
+    floor = report["floor"]
+    lines = ["# Training length", "",
+             f"{report['device']}; the `{report['preset']}` preset's UNet trained for each length (batch "
+             f"{report['batch_size']}, learning rate decayed over the whole run), seed {report['seed']}; "
+             f"{report['num_images']} unprompted images per cell from {report['sampler']}; FID in this project's "
+             f"classifier features against the MNIST test set. Validation floor: {floor:.3f}.", "",
+             "| steps | training time | final loss | random digits | × floor | no label | × floor |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['steps']} | {r['train_seconds'] / 60:.1f} min | {r['final_loss']:.4f} | "
+                     f"{r['random digits']:.3f} | {r['random digits'] / floor:.2f} | {r['no label']:.3f} | "
+                     f"{r['no label'] / floor:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_lengths(report: dict, path: str | os.PathLike) -> None:
+    fig, ax = new_figure()
+    steps = [r["steps"] for r in report["rows"]]
+    for name in PROMPTS:
+        ax.plot(steps, [r[name] for r in report["rows"]], marker="o", label=name)
+    ax.axhline(report["floor"], color="grey", lw=1, label="Validation floor (real images)")
+    ax.set(xlabel="UNet training steps", ylabel="FID (classifier features)",
+           title=f"{report['sampler']}, {report['num_images']} images per point")
+    log_axes(ax, steps)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def write_report(report: dict, out_dir: str | os.PathLike) -> str:
+    out_dir = Path(out_dir)
+    table = lengths_markdown(report)
+    plot_lengths(report, out_dir / "training_length.png")
+    write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out_dir / "training_length.md", table + "\n![FID against training steps](training_length.png)\n")
+    return table

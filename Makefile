@@ -9,7 +9,9 @@
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
 # COMPILE=1 (torch.compile the UNet in training and sampling), NPROC (processes per stage: 1 runs
 # each stage as one plain process; N > 1 launches classifier, vae, diffusion, sample and evaluate
-# with torchrun on N processes of this machine, one GPU each on CUDA; see README, "Several processes").
+# with torchrun on N processes of this machine, one GPU each on CUDA; see README, "Several processes"),
+# TENSORBOARD=DIR (the training stages also write TensorBoard events into DIR/<stage>; needs the
+# tensorboard package: pip install -e '.[tensorboard]').
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,6 +32,9 @@ COMMON := --device $(DEVICE) --seed $(SEED)
 COMPILE ?=
 COMPILE_FLAG := $(if $(COMPILE),--compile)
 NPROC ?= 1
+TENSORBOARD ?=
+# Every training stage logs its metrics beside its checkpoint (*.log.jsonl) and draws its curves here.
+CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $(TENSORBOARD)/$(1))
 # OMP_NUM_THREADS=1 is torchrun's own default, stated so that it does not warn; ldm then gives
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
@@ -74,17 +79,19 @@ $(CKPT)/data.json: $(VENV)/.installed $(CKPT)/settings.txt
 	$(RUN) scripts.prepare_data --data-dir $(DATA) --out $@ $(if $(DOWNLOAD),--download)
 
 $(CKPT)/classifier.safetensors: $(CKPT)/data.json
-	$(LAUNCH) scripts.train_classifier --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@
+	$(LAUNCH) scripts.train_classifier --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@ $(call CURVES,classifier)
 
 $(CKPT)/vae.safetensors: $(CKPT)/data.json
 	$(LAUNCH) scripts.train_vae --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out $@ \
-		--grid $(REPORTS)/vae_reconstructions.png
+		--grid $(REPORTS)/vae_reconstructions.png $(call CURVES,vae)
 
 $(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
 	$(RUN) scripts.encode_latents --data-dir $(DATA) --vae $< $(COMMON) --out $@
 
-$(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors
-	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+# FID of samples during training needs the classifier and the VAE
+$(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safetensors
+	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@ \
+		--data-dir $(DATA) --classifier $(CKPT)/classifier.safetensors --vae $(CKPT)/vae.safetensors $(call CURVES,unet)
 
 # The default sampler (ldm/sampling.py: DEFAULT_SAMPLER at its default steps, chosen by `make
 # samplers`), DDIM-50 for comparison, and digit prompts 0-9 in turn with the default sampler and

@@ -10,12 +10,15 @@ import os
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import distributed
 from .data import default_data_dir
+from .monitor import Monitor, curves_path, log_path, read_log
+from .plots import plot_training_log
 from .presets import Preset, get_preset
 from .utils import DEVICES, ConfigError, LdmError, check_writable, resolve_device
 
@@ -88,7 +91,32 @@ def add_training_args(parser: argparse.ArgumentParser, out: str, unit: str) -> N
     group.add_argument("--save-every", type=non_negative_int, default=500,
                        help="snapshot the training state every N steps (and at the end) beside --out, so that "
                             "rerunning a killed command resumes; 0: only at the end")
+    group.add_argument("--validate-every", type=non_negative_int,
+                       help="steps between held-out validations (0: only at the end)")
     parser.add_argument("--out", default=out, help="checkpoint written here")
+    group = parser.add_argument_group("monitoring")
+    group.add_argument("--log", help="metrics log, one JSON line per logged step (default: beside --out, *.log.jsonl)")
+    group.add_argument("--curves", help="PNG of the training and validation curves, drawn at the end "
+                                        "(default: beside --out, *.curves.png)")
+    group.add_argument("--tensorboard", metavar="DIR", help="also write the metrics as TensorBoard events into DIR "
+                                                            "(needs the tensorboard package)")
+
+
+def training_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """(checkpoint, metrics log, curves PNG) of a training stage's flags."""
+    return Path(args.out), Path(args.log or log_path(args.out)), Path(args.curves or curves_path(args.out))
+
+
+def training_monitor(args: argparse.Namespace) -> Monitor:
+    """The Monitor of a training stage's flags; --tensorboard without the package is refused here."""
+    return Monitor(training_outputs(args)[1], args.tensorboard)
+
+
+def draw_curves(args: argparse.Namespace, title: str) -> None:
+    """After a training stage: its log as a PNG (rank 0)."""
+    if distributed.is_main():
+        _, log, curves = training_outputs(args)
+        plot_training_log(read_log(log), curves, title)
 
 
 def add_data_arg(parser: argparse.ArgumentParser) -> None:

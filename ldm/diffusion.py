@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from torch import nn
 from . import distributed
 from .data import BatchSampler
 from .guidance import ConditionalModel, drop_labels, guided_model
+from .monitor import Check, Monitor
 from .sampling import Callback, EpsModel, SamplerConfig
 from .schedule import BETA_SCHEDULES, NoiseSchedule
 from .snapshot import Snapshot
@@ -125,6 +126,35 @@ class Diffusion:
 
         return step_loss
 
+    def held_out_check(self, x0: torch.Tensor, labels: torch.Tensor | None, num_classes: int, points: int = 8,
+                       seed: int = 0, batch_size: int = 1000) -> Callable[[nn.Module, nn.Module | None], dict]:
+        """The `losses` of held-out `x0` as a monitor Check's run: at `points` evenly spaced timesteps
+        (the midpoints of equal ranges) with noise and dropped labels drawn once from `seed`, so that
+        successive values differ only by the model being trained. Returns the mean over the grid and
+        the means over each quarter of the timestep range (q0 = least noise), as training logs them."""
+        generator = torch.Generator().manual_seed(seed)
+        grid = ((torch.arange(points) + 0.5) * self.schedule.num_timesteps / points).long()
+        quarters = torch.bucketize(grid, torch.tensor([0.25, 0.5, 0.75]) * self.schedule.num_timesteps, right=True)
+        noise = torch.randn((points, *x0.shape), generator=generator).to(x0.device)
+        if num_classes:
+            dropped = torch.rand(labels.shape, generator=generator).to(labels.device) < self.config.label_dropout
+            labels = torch.where(dropped, torch.full_like(labels, num_classes), labels)
+
+        def run(model: nn.Module, ema_model: nn.Module | None) -> dict:
+            forward = _mixed_precision(model)
+            per_point = torch.zeros(points, dtype=torch.float64)
+            for i in range(0, len(x0), batch_size):
+                part = slice(i, i + batch_size)
+                for j, t in enumerate(grid.tolist()):
+                    losses, _ = self.losses(lambda x, t_: forward(x, t_, None if labels is None else labels[part]),
+                                            x0[part], torch.full((len(x0[part]),), t, device=x0.device), noise[j, part])
+                    per_point[j] += losses.double().sum().item()
+            per_point /= len(x0)
+            return {"loss": per_point.mean().item(),
+                    **{f"q{q}": per_point[quarters == q].mean().item() for q in range(4) if (quarters == q).any()}}
+
+        return run
+
     def eps_model(self, model: ConditionalModel, labels: torch.Tensor | None = None, guidance: float = 1.0,
                   num_classes: int = 0) -> EpsModel:
         """The (x_t, t) -> ε̂ function samplers call: `model` prompted with `labels` at classifier-free
@@ -157,7 +187,8 @@ def train_denoiser(make_model: Callable[[], nn.Module], diffusion: Diffusion, nu
                    batch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]], settings: TrainSettings,
                    *, seed: int, device: torch.device, desc: str, progress: bool = True,
                    snapshot_to=None, save_every: int = 0, signature: dict | None = None,
-                   compile: bool = False) -> TrainedDenoiser:
+                   compile: bool = False, monitor: Monitor | None = None,
+                   checks: Sequence[Check] = ()) -> TrainedDenoiser:
     """Train the denoiser `make_model()` (initialised from `seed`; its config says num_classes)
     on `num_examples` examples, batches of indices drawn in a seeded order and turned into
     (x_0, labels) by `batch`, keeping an EMA of the weights.
@@ -165,6 +196,7 @@ def train_denoiser(make_model: Callable[[], nn.Module], diffusion: Diffusion, nu
     With `compile`, the steps run the network through torch.compile; weights, EMA and snapshots
     are those of the plain module either way. With `snapshot_to`, the training state is saved
     there every `save_every` steps and at the end, and a run of the same `signature` resumes from it.
+    `monitor` and `checks`: see run_training.
     """
     torch.manual_seed(seed)
     model = make_model().to(device)
@@ -176,5 +208,6 @@ def train_denoiser(make_model: Callable[[], nn.Module], diffusion: Diffusion, nu
     step_loss = diffusion.step_loss(forward, lambda: batch(sampler.next().to(device)), model.config.num_classes,
                                     device)
     start = time.time()
-    logged = run_training(model, step_loss, settings, ema=ema, snapshot=snapshot, desc=desc, progress=progress)
+    logged = run_training(model, step_loss, settings, ema=ema, snapshot=snapshot, monitor=monitor, checks=checks,
+                          desc=desc, progress=progress)
     return TrainedDenoiser(ema.model, model, ema.decay(), logged, time.time() - start)

@@ -13,9 +13,9 @@ from .data import to_float
 from .utils import atomic_path
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> None:
-    """Write images as one grayscale PNG, `nrow` images per row (default: a square grid): uint8
-    [N x H x W] as the pipeline and MNIST hold them, or floats [N x 1 x H x W] in [0, 1]."""
+def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Images as one grayscale uint8 array [H x W], `nrow` images per row (default: a square grid):
+    uint8 [N x H x W] as the pipeline and MNIST hold them, or floats [N x 1 x H x W] in [0, 1]."""
     if images.dtype == torch.uint8:
         images = to_float(images)
     images = images.detach().float().clamp(0, 1).cpu()
@@ -28,8 +28,13 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
         r, c = divmod(i, nrow)
         y, x = padding + r * (h + padding), padding + c * (w + padding)
         grid[y:y + h, x:x + w] = pixels[i]
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> None:
+    """Write `grid_array` of the images as a PNG."""
     with atomic_path(path) as tmp:
-        Image.fromarray(grid, mode="L").save(tmp, format="PNG")
+        Image.fromarray(grid_array(images, nrow, padding), mode="L").save(tmp, format="PNG")
 
 
 def save_rows(rows: torch.Tensor, path: str | os.PathLike) -> None:

@@ -64,6 +64,12 @@ class LatentCache:
         return cls(train_mean, train_logvar, test_mean, test_logvar, train[1].long(), test[1].long(),
                    estimate_scale_factor(train_mean, train_logvar), vae_fingerprint, info)
 
+    def held_out(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled latents of the first `n` test images, with ε drawn once from `seed`, and their labels."""
+        mean, logvar = self.test_mean[:n], self.test_logvar[:n]
+        noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed)).to(mean.device)
+        return self.scale_factor * (mean + torch.exp(0.5 * logvar) * noise), self.test_labels[:n]
+
     def sample(self, index: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latents scale·(μ + σ·ε) for the examples in `index`, with fresh ε."""
         mean, logvar = self.train_mean[index], self.train_logvar[index]

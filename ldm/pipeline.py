@@ -53,7 +53,7 @@ class LatentDiffusion:
     diffusion: Diffusion
     scale_factor: float  # latents were multiplied by it before diffusion
     label_frequencies: list[float] | None  # how often each digit occurs in training
-    unet_ckpt: Checkpoint
+    unet_ckpt: Checkpoint | None  # None for a UNet still in training
     vae_ckpt: Checkpoint
     denoiser: torch.nn.Module  # what the samplers call: the UNet, or torch.compile(UNet)
 

@@ -44,6 +44,8 @@ class Preset:
     ddim_steps: int
     sample_batch_size: int
     bench: BenchSettings
+    fid_every: int  # steps between FIDs of the UNet's samples during training (0: none)
+    fid_images: int  # images per FID during training, from the default sampler
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def sampler(self, name: str, steps: int | None = None, **settings) -> SamplerConfig:
@@ -55,33 +57,34 @@ class Preset:
 PRESETS = {
     "cpu": Preset(
         name="cpu",
-        classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50),
-        vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100),
-        unet=TrainSettings(steps=8000, batch_size=256, lr=1e-3, warmup_steps=200),
+        classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50, validate_every=200),
+        vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100, validate_every=250),
+        unet=TrainSettings(steps=8000, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         ddpm_steps=100, ddim_steps=50, sample_batch_size=500,
-        bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000),
+        bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000), fid_every=1000, fid_images=1000,
     ),
     "gpu": Preset(
         name="gpu",
-        classifier=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200),
-        vae=TrainSettings(steps=20_000, batch_size=256, lr=1e-3, warmup_steps=500),
-        unet=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000),
+        classifier=TrainSettings(steps=4000, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=500),
+        vae=TrainSettings(steps=20_000, batch_size=256, lr=1e-3, warmup_steps=500, validate_every=2000),
+        unet=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000, validate_every=5000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
-        bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000),
+        bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000), fid_every=5000,
+        fid_images=5000,
     ),
     "smoke": Preset(
         name="smoke",
-        classifier=TrainSettings(steps=3, batch_size=16, lr=1e-3),
-        vae=TrainSettings(steps=3, batch_size=16, lr=1e-3),
-        unet=TrainSettings(steps=3, batch_size=16, lr=1e-3),
+        classifier=TrainSettings(steps=3, batch_size=16, lr=1e-3, validate_every=2),
+        vae=TrainSettings(steps=3, batch_size=16, lr=1e-3, validate_every=2),
+        unet=TrainSettings(steps=3, batch_size=16, lr=1e-3, validate_every=2),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
         ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
-        bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3),
+        bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3), fid_every=0, fid_images=16,
     ),
 }
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .monitor import Check, Monitor
 from .snapshot import Snapshot
 from .utils import LdmError
 
@@ -22,6 +23,7 @@ class TrainSettings:
     lr: float  # peak learning rate of Adam, after the warm-up
     warmup_steps: int = 0  # linear warm-up; a run shorter than this warms up over all its steps
     ema_power: float = 2 / 3  # warm-up power of the weight EMA, for the denoisers that keep one (see EMA)
+    validate_every: int = 0  # steps between held-out validations (monitor.py); there is always one at the end
 
 
 # A step function returns the loss to minimise and detached scalar tensors to log. On several
@@ -66,7 +68,8 @@ class EMA:
 
 def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSettings, *, grad_clip: float = 1.0,
                  ema: EMA | None = None, log_interval: int = 50, snapshot: Snapshot | None = None,
-                 desc: str = "train", progress: bool = True) -> dict[str, float]:
+                 monitor: Monitor | None = None, checks: Sequence[Check] = (), desc: str = "train",
+                 progress: bool = True) -> dict[str, float]:
     """Optimise `model` for `settings.steps` steps with Adam at the `get_lr` schedule; return the
     last logged metrics.
 
@@ -76,12 +79,16 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     Metrics are read back (a device sync) only every `log_interval` steps. The first step whose
     loss is not finite on any rank is tracked on the device; at the next read-back every rank stops
     with an LdmError naming it, before any snapshot of the diverged weights is written. With a
-    `snapshot`, the run resumes from it when possible and rank 0 saves it when due.
+    `snapshot`, the run resumes from it when possible and rank 0 saves it when due. With a
+    `monitor`, the read-back metrics and the learning rate are logged after step 1, every
+    `log_interval` steps and at the end, and the `checks` run when due (monitor.py).
     """
     steps, lr = settings.steps, settings.lr
     distributed.check_divisible("batch_size", settings.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, logged = snapshot.restore(model, optimizer, ema) if snapshot is not None else (0, {})
+    if monitor is not None:
+        monitor.open(start)
     model.train()
     never = torch.tensor(steps, device=next(model.parameters()).device)
     first_bad_step = never
@@ -93,27 +100,39 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                            "and nothing after the last good snapshot was saved (try a lower learning rate)")
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, disable=not progress)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, lr, steps, settings.warmup_steps)
-        loss, metrics = step_loss(step)
-        first_bad_step = torch.where(~torch.isfinite(loss.detach()) & (first_bad_step == never), step, first_bad_step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update(model)
-        if step % log_interval == 0 or step == steps - 1:
-            check_finite()
-            names = ["loss", *metrics]
-            values = distributed.mean(torch.stack([loss.detach(), *metrics.values()]).float()).tolist()
-            logged = dict(zip(names, values))
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
-        if snapshot is not None and snapshot.due(step + 1, steps):
-            check_finite()
-            if distributed.is_main():
-                snapshot.save(step + 1, model, optimizer, ema, logged)
+    try:
+        for step in bar:
+            done = step + 1
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, lr, steps, settings.warmup_steps)
+            loss, metrics = step_loss(step)
+            first_bad_step = torch.where(~torch.isfinite(loss.detach()) & (first_bad_step == never), step,
+                                         first_bad_step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            if done == 1 or done % log_interval == 0 or done == steps:
+                check_finite()
+                names = ["loss", *metrics]
+                values = distributed.mean(torch.stack([loss.detach(), *metrics.values()]).float()).tolist()
+                logged = dict(zip(names, values))
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
+                if monitor is not None:
+                    monitor.write(done, "train", dict(logged, lr=optimizer.param_groups[0]["lr"]))
+            due = [check for check in checks if check.due(done, steps)] if monitor is not None else []
+            if due:
+                check_finite()  # no check on diverged weights
+                monitor.run_checks(due, done, model, None if ema is None else ema.model)
+            if snapshot is not None and snapshot.due(done, steps):
+                check_finite()
+                if distributed.is_main():
+                    snapshot.save(done, model, optimizer, ema, logged)
+    finally:
+        if monitor is not None:
+            monitor.close()
     model.eval()
     return logged

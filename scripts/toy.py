@@ -2,7 +2,8 @@
 a 2-D spiral and a 2-D swiss roll, train the MLP denoiser (CPU, about a minute each), sample it
 with DDPM-1000, DDIM-50 and annealed Langevin dynamics, and compare with fresh data by the
 (sliced) 1-Wasserstein distance. The mixture model is also prompted "left" / "right" through
-classifier-free guidance. Writes <out-dir>/<data>.png, toy.json and toy.md.
+classifier-free guidance. Writes <out-dir>/<data>.png, toy.json and toy.md, and each model's
+training log and loss curves, <data>.log.jsonl and <data>_curves.png.
 
     python -m scripts.toy
     python -m scripts.toy --data mixture --settings fast --out-dir /tmp/toy   # seconds
@@ -17,6 +18,8 @@ import torch
 
 from ldm import __version__
 from ldm.cli import StageParser, add_runtime_args, positive_int, run
+from ldm.monitor import Monitor, read_log
+from ldm.plots import plot_training_log
 from ldm.toy.data import TOY_DATASETS, get_toy_dataset
 from ldm.toy.plots import save_toy_figure
 from ldm.toy.run import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
@@ -41,8 +44,10 @@ def main(args) -> None:
     rows = []
     for dataset in datasets:
         set_seed(args.seed)
+        log = out_dir / f"{dataset.name}.log.jsonl"
         model = train_toy(dataset, TOY_SETTINGS[args.settings], conditional=bool(dataset.label_names),
-                          seed=args.seed, progress=not args.no_progress)
+                          seed=args.seed, progress=not args.no_progress, monitor=Monitor(log))
+        plot_training_log(read_log(log), out_dir / f"{dataset.name}_curves.png", f"toy {dataset.name}")
         row, fresh, samples = evaluate_toy(model, dataset, args.num_samples, args.seed)
         save_toy_figure(fresh, samples, out_dir / f"{dataset.name}.png")
         distances = ", ".join(f"{name} {s['distance']:.4f}" for name, s in row["samplers"].items())

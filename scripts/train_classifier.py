@@ -1,4 +1,5 @@
-"""Stage 1: train the MNIST CNN whose 128-d features define the Fréchet distance.
+"""Stage 1: train the MNIST CNN whose 128-d features define the Fréchet distance. Its metrics log
+(training loss; held-out loss and accuracy on test images) and curves go beside --out.
 
     python -m scripts.train_classifier --data-dir ../shared/data/mnist
     python -m scripts.train_classifier --data-dir ../shared/data/mnist --preset smoke --out /tmp/c.safetensors  # seconds
@@ -6,8 +7,8 @@
 
 from __future__ import annotations
 
-from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare,
-                     run, with_overrides)
+from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, draw_curves,
+                     prepare, run, training_monitor, training_outputs, with_overrides)
 from ldm.data import load_mnist
 from ldm.stages import train_classifier
 
@@ -22,13 +23,15 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    device, preset = prepare(args, args.out)
-    settings = with_overrides(preset.classifier, args, "steps", "batch_size")
+    device, preset = prepare(args, *training_outputs(args))
+    monitor = training_monitor(args)
+    settings = with_overrides(preset.classifier, args, "steps", "batch_size", "validate_every")
     train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
     test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
     info = train_classifier(train, test, settings, args.out, seed=args.seed, device=device,
                             save_every=args.save_every, progress=not args.no_progress,
-                            info={"preset": preset.name, "data_dir": args.data_dir})
+                            info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
+    draw_curves(args, "classifier")
     print(f"classifier test accuracy: {info['test_accuracy']:.4f} ({info['test_images']} test images, "
           f"trained on {info['train_images']} for {settings.steps} steps); wrote {args.out}")
 

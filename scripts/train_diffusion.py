@@ -6,19 +6,31 @@ preset, the digit labels are dropped to "no label" at the --label-dropout rate, 
 model samples unconditionally and with classifier-free guidance. The checkpoint holds the EMA
 weights (used for sampling) and the raw weights under "raw/".
 
-    python -m scripts.train_diffusion
-    python -m scripts.train_diffusion --preset smoke --out /tmp/u.safetensors   # seconds
+Its metrics log and curves go beside --out: the training loss (overall and per quarter of the
+timestep range), the same on held-out test latents at fixed timesteps and noise, and every
+--fid-every steps the FID of --fid-images samples of the EMA weights (default sampler), which
+needs the classifier, the VAE and the MNIST test set.
+
+    python -m scripts.train_diffusion --data-dir ../shared/data/mnist
+    python -m scripts.train_diffusion --preset smoke --out /tmp/u.safetensors   # seconds (no FID)
 """
 
 from __future__ import annotations
 
-from ldm.cli import (StageParser, add_compile_arg, add_preset_arg, add_runtime_args, add_training_args, positive_float,
-                     positive_int, prepare, run, with_overrides)
+from ldm.checkpoint import load_model
+from ldm.classifier import Classifier
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
+                     add_training_args, draw_curves, non_negative_int, positive_float, positive_int, prepare, run,
+                     training_monitor, training_outputs, with_overrides)
+from ldm.data import load_mnist
 from ldm.diffusion import PREDICTIONS
+from ldm.evaluation import TestSetFID
 from ldm.latents import load_latent_cache
 from ldm.schedule import BETA_SCHEDULES
 from ldm.snapshot import snapshot_path
-from ldm.stages import save_unet, train_unet
+from ldm.stages import SampleQuality, save_unet, train_unet
+from ldm.utils import LdmError
+from ldm.vae import VAE
 
 
 def parser() -> StageParser:
@@ -34,25 +46,46 @@ def parser() -> StageParser:
     add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
     parser.add_argument("--ema-power", type=positive_float,
                         help="warm-up power of the weight EMA used for sampling (unset: the preset's)")
+    group = parser.add_argument_group("sample quality during training (unset: the preset's value)")
+    group.add_argument("--fid-every", type=non_negative_int, help="steps between FIDs of samples (0: none)")
+    group.add_argument("--fid-images", type=positive_int, help="samples per FID")
+    add_data_arg(group)
+    add_checkpoint_args(group, "classifier", "vae")
     add_runtime_args(parser)
     add_compile_arg(parser)
     return parser
 
 
 def main(args) -> None:
-    device, preset = prepare(args, args.out)
+    device, preset = prepare(args, *training_outputs(args))
+    monitor = training_monitor(args)
     diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
                                       "min_snr_gamma", "label_dropout")
-    settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power")
+    settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power", "validate_every")
     cache = load_latent_cache(args.latents, device)
+    fid_every = preset.fid_every if args.fid_every is None else args.fid_every
+    quality = sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images,
+                             preset.sample_batch_size, device) if fid_every else None
     ema_model, raw_model, info = train_unet(cache, preset.unet_model, diffusion_config, settings, seed=args.seed,
                                             device=device, progress=not args.no_progress,
                                             snapshot_to=snapshot_path(args.out), save_every=args.save_every,
-                                            compile=args.compile)
+                                            compile=args.compile, monitor=monitor, quality=quality)
     print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
           f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
     save_unet(args.out, ema_model, raw_model, dict(info, preset=preset.name, latents=str(args.latents)))
+    draw_curves(args, "diffusion")
     print(f"wrote {args.out}")
+
+
+def sample_quality(args, cache, every: int, num_images: int, batch_size: int, device) -> SampleQuality:
+    """The VAE that made the latents, the classifier and the test set, to score samples in training."""
+    vae, vae_ckpt = load_model(args.vae, VAE, device)
+    if vae_ckpt.fingerprint != cache.vae_fingerprint:
+        raise LdmError(f"{args.latents}: made with VAE {cache.vae_fingerprint}, not with the VAE in {args.vae} "
+                       f"({vae_ckpt.fingerprint}); rerun `make latents` or pass --fid-every 0")
+    classifier, _ = load_model(args.classifier, Classifier, device)
+    fid = TestSetFID(classifier, load_mnist(args.data_dir, "test")[0].to(device), device)
+    return SampleQuality(vae, vae_ckpt, fid, every, num_images, batch_size, args.seed)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def run_smoke_pipeline(tmp: Path) -> dict:
                "--grid", reports / "vae.png")
     run_script("encode_latents", "--data-dir", data, "--vae", ckpt / "vae.safetensors",
                "--out", ckpt / "latents.safetensors")
-    run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--out", ckpt / "unet.safetensors")
+    run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--out", ckpt / "unet.safetensors",
+               "--fid-every", 2, "--fid-images", 12, "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
+               "--vae", ckpt / "vae.safetensors")
     models = ["--unet", ckpt / "unet.safetensors", "--vae", ckpt / "vae.safetensors"]
     for sampler in ("ddpm", "ddim"):
         run_script("sample", *models, *SMOKE, "--sampler", sampler, "--num-samples", 16,

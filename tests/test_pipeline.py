@@ -19,6 +19,7 @@ from ldm import __version__, save_grid
 from ldm.bench import TRAINING_CHOICES
 from ldm.checkpoint import load_checkpoint
 from ldm.evaluation import samples_row_name
+from ldm.monitor import read_log
 from ldm.guidance import PROMPT_GUIDANCE as SMOKE_GUIDANCE  # the scale make-style runs prompt with
 from ldm.pipeline import LatentDiffusion
 from ldm.presets import PRESETS
@@ -38,6 +39,25 @@ def test_every_stage_writes_its_outputs(pipeline):
     vae = load_checkpoint(ckpt / "vae.safetensors", "vae")
     assert latents.info["vae_fingerprint"] == vae.fingerprint
     assert latents.tensors["train_mean"].shape == (64, 2, 7, 7) and latents.tensors["test_logvar"].shape == (32, 2, 7, 7)
+
+
+def test_every_training_stage_logs_its_curves(pipeline):
+    """Training lines after step 1 and at the end, held-out validation every 2 steps (the smoke
+    preset) and at the end, and for the UNet the FID of samples; a PNG of the curves beside each."""
+    ckpt = pipeline["ckpt"]
+    for stage, parts in (("classifier", {"accuracy"}), ("vae", {"recon", "kl"}), ("unet", {"q0", "q1", "q2", "q3"})):
+        log = read_log(ckpt / f"{stage}.log.jsonl")
+        steps = [e["step"] for e in log]
+        assert steps == sorted(steps), stage
+        assert [(e["step"], e["kind"]) for e in log if e["kind"] != "fid"] == [
+            (1, "train"), (2, "validation"), (3, "train"), (3, "validation")], stage
+        train = [e for e in log if e["kind"] == "train"]
+        assert all(e["lr"] > 0 and e["loss"] > 0 for e in train), stage
+        validation = [e for e in log if e["kind"] == "validation"]
+        assert all(parts <= e.keys() and e["seconds"] >= 0 for e in validation), stage
+        assert (ckpt / f"{stage}.curves.png").stat().st_size > 0
+    fid = [e for e in read_log(ckpt / "unet.log.jsonl") if e["kind"] == "fid"]
+    assert [e["step"] for e in fid] == [2, 3] and all(e["fid"] > 0 and e["images"] == 12 for e in fid)
 
 
 def test_every_output_records_seed_and_versions(pipeline):
@@ -183,7 +203,7 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
 def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     args = ["-m", "scripts.train_diffusion", "--latents", str(ckpt / "latents.safetensors"), "--preset", "smoke",
-            "--device", "cpu", "--steps", "1000", "--save-every", "25", "--no-progress"]
+            "--device", "cpu", "--steps", "1000", "--save-every", "25", "--validate-every", "10", "--no-progress"]
     killed_out = tmp_path / "killed.safetensors"
     state = tmp_path / "killed.state.safetensors"
     process = subprocess.Popen([sys.executable, *args, "--out", str(killed_out)], cwd=ROOT,
@@ -202,6 +222,10 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_
     a = load_checkpoint(killed_out, "unet").tensors
     b = load_checkpoint(tmp_path / "straight.safetensors", "unet").tensors
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # one continuous log: every line of the uninterrupted run, none twice (timings aside)
+    untimed = lambda path: [{k: v for k, v in e.items() if k != "seconds"} for e in read_log(path)]
+    assert untimed(tmp_path / "killed.log.jsonl") == untimed(tmp_path / "straight.log.jsonl")
+    assert len(untimed(tmp_path / "straight.log.jsonl")) == 21 + 100  # train: 1, 50, ..., 1000; validation every 10
 
 
 def test_dpm_solver_samples_prompted_and_guided(pipeline, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..diffusion import Diffusion, DiffusionConfig, train_denoiser
+from ..monitor import Monitor
 from ..sampling import SamplerConfig
 from ..train import TrainSettings
 from .data import ToyDataset
@@ -64,9 +65,10 @@ class ToyDiffusion:
 
 
 def train_toy(dataset: ToyDataset, settings: ToySettings, *, conditional: bool = False, seed: int = 0,
-              progress: bool = False) -> ToyDiffusion:
+              progress: bool = False, monitor: Monitor | None = None) -> ToyDiffusion:
     """Train on `settings.train_points` points of `dataset` drawn with `seed`, on the CPU (the
-    MLP is too small to gain from a GPU). conditional: learn the data set's labels too."""
+    MLP is too small to gain from a GPU). conditional: learn the data set's labels too. The
+    `monitor` logs the training loss."""
     points, labels = dataset.sample(settings.train_points, seed)
     x = torch.from_numpy(points).float()
     mean, std = x.mean(0), x.std(0)
@@ -77,7 +79,7 @@ def train_toy(dataset: ToyDataset, settings: ToySettings, *, conditional: bool =
     diffusion = Diffusion(settings.diffusion)
     trained = train_denoiser(lambda: MLPDenoiser(config), diffusion, len(x), lambda index: (x[index], labels[index]),
                              settings.training, seed=seed, device=torch.device("cpu"), desc=f"toy {dataset.name}",
-                             progress=progress)
+                             progress=progress, monitor=monitor)
     return ToyDiffusion(trained.ema_model, diffusion, mean, std, trained.seconds)
 
 

@@ -1,0 +1,128 @@
+"""Watching a training run: a JSON-lines metrics log, held-out checks at fixed intervals, the
+curves as a PNG, and optionally TensorBoard.
+
+The log holds one JSON object per line, {"step": n, "kind": k, ...scalars}, where n counts the
+optimizer steps done and k is "train" (the training metrics and learning rate, every logging
+interval), "validation" (held-out loss) or "fid" (sample quality), each check at its own
+interval and at the last step; a check's line also says how many seconds it took. Lines are
+flushed as they are written, so a killed run's log survives; a resumed run first cuts its log
+back to the step of the snapshot it resumes from, so that a killed-and-resumed run leaves the
+same log as an uninterrupted one. Rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import distributed
+from .utils import LdmError, atomic_path
+
+TENSORBOARD_HINT = "--tensorboard needs the tensorboard package: pip install tensorboard (or pip install -e '.[tensorboard]')"
+
+
+def log_path(out: str | os.PathLike) -> Path:
+    """Where the run writing checkpoint `out` logs: beside it (unet.safetensors -> unet.log.jsonl)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.log.jsonl")
+
+
+def curves_path(out: str | os.PathLike) -> Path:
+    """The default picture of the run writing `out`, beside it (unet.safetensors -> unet.curves.png)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.curves.png")
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """The entries of a log; a last line cut short by a kill is dropped."""
+    path = Path(path)
+    text = path.read_text()
+    lines = text.split("\n")
+    if lines[-1]:  # no newline after the last line: it was being written
+        lines = lines[:-1]
+    try:
+        return [json.loads(line) for line in lines if line]
+    except json.JSONDecodeError as e:
+        raise LdmError(f"{path}: not a metrics log (line {e.lineno}: {e.msg}); delete it to start afresh") from e
+
+
+def check_tensorboard() -> None:
+    """Refuse --tensorboard at once, before any work, when the package is missing."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise LdmError(TENSORBOARD_HINT)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A measurement taken during training: `run(model, ema_model)` (in eval mode, without
+    gradients; ema_model None for a stage without EMA) returns scalars to log, and optionally
+    "samples" (uint8 images [N x 28 x 28]) that go to TensorBoard only."""
+    kind: str
+    every: int  # steps between checks; every check also runs at the last step
+    run: Callable[[torch.nn.Module, torch.nn.Module | None], dict]
+
+    def due(self, step: int, total: int) -> bool:
+        return step == total or (self.every > 0 and step % self.every == 0)
+
+
+class Monitor:
+    """Where a run's metrics go: the JSON-lines log at `path` and, with `tensorboard`, event files
+    in that folder."""
+
+    def __init__(self, path: str | os.PathLike, tensorboard: str | os.PathLike | None = None):
+        self.path, self.tensorboard = Path(path), tensorboard
+        self._file = self._writer = None
+        if tensorboard is not None:
+            check_tensorboard()
+
+    def open(self, start: int) -> None:
+        """Start the log afresh, or at a resume after `start` steps keep only what came before."""
+        if not distributed.is_main():
+            return
+        kept = [e for e in read_log(self.path) if e["step"] <= start] if start and self.path.is_file() else []
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
+        self._file = open(self.path, "a")
+        if self.tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            # purge_step hides the events a killed run wrote after its snapshot
+            self._writer = SummaryWriter(str(self.tensorboard), purge_step=start or None)
+
+    def write(self, step: int, kind: str, values: dict, images: torch.Tensor | None = None) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for name, value in values.items():
+                self._writer.add_scalar(f"{kind}/{name}", value, step)
+            if images is not None:
+                from .images import grid_array
+                self._writer.add_image(f"{kind}/samples", grid_array(images[:64]), step, dataformats="HW")
+            self._writer.flush()
+
+    def run_checks(self, checks: list[Check], step: int, model: torch.nn.Module,
+                   ema_model: torch.nn.Module | None) -> None:
+        """Run `checks` after `step` steps on every rank (sampling may be shared out) and log them."""
+        model.eval()
+        for check in checks:
+            start = time.time()
+            with torch.no_grad():
+                values = check.run(model, ema_model)
+            images = values.pop("samples", None)
+            self.write(step, check.kind, dict(values, seconds=time.time() - start), images)
+        model.train()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+        self._file = self._writer = None

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import load_model
+from .checkpoint import check_made_with_vae, load_model
 from .classifier import Classifier
 from .data import load_mnist
 from .evaluation import RealFeatures, bench_markdown, row_name, score_images, validation_images
@@ -33,7 +33,7 @@ from .pipeline import LatentDiffusion
 from .presets import Preset
 from .sampling import SamplerConfig
 from .stages import save_unet, train_unet
-from .utils import describe_device, write_text_atomic
+from .utils import describe_device, write_text_atomic, written_together
 
 DDIM_STEPS = (10, 20, 50, 100, 250)
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 4.0)  # PROMPT_GUIDANCE is added if missing
@@ -58,9 +58,14 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     n = num_images
     subset = min(n, preset.bench.ddpm1000_images)
+    # every input is read and checked before any work
     classifier, classifier_ckpt = load_model(classifier_path, Classifier, device)
     train_images, _ = load_mnist(data_dir, "train")
     test_images, _ = load_mnist(data_dir, "test")
+    model = LatentDiffusion.load(unet_path, vae_path, device, compile=compile)
+    cache = None if skip_training else load_latent_cache(latents_path, device)
+    if cache is not None:
+        check_made_with_vae(latents_path, cache.vae_fingerprint, model.vae_ckpt, "rerun `make latents`")
     validation = validation_images(train_images, n, torch.Generator().manual_seed(seed))
     real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)
     rows = []
@@ -94,7 +99,6 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
     score("floor", "Validation", validation)
 
     # 2. samplers, on the trained UNet
-    model = LatentDiffusion.load(unet_path, vae_path, device, compile=compile)
     samplers = [(n, SamplerConfig("ddim", s)) for s in DDIM_STEPS]
     samplers += [(n, SamplerConfig("ddpm", 100)), (subset, SamplerConfig("ddpm", 1000)),
                  (subset, SamplerConfig("ddpm", 1000, variance="beta"))]
@@ -116,8 +120,7 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
                 save_rows(digit_rows(images, labels, min(10, n // 10)), out_dir / "bench_digits.png")
 
     # 4. training choices at equal steps, each sampled with DDIM-50
-    if not skip_training:
-        cache = load_latent_cache(latents_path, device)
+    if cache is not None:
         settings = dataclasses.replace(preset.unet, steps=preset.bench.train_steps)
         for name, change in TRAINING_CHOICES.items():
             diffusion_config = dataclasses.replace(preset.diffusion, **change)
@@ -136,6 +139,7 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
               "classifier_test_accuracy": classifier_ckpt.info.get("test_accuracy"), "data_dir": data_dir,
               "train_images": len(train_images), "torch_version": torch.__version__, "ldm_version": __version__}
     table = bench_markdown(report)
-    write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "bench.md", table)
+    with written_together():
+        write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out_dir / "bench.md", table)
     return table

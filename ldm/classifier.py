@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import NUM_CLASSES
+from .utils import check_fraction, check_positive
 
 # Mean and std of MNIST training pixels in [0, 1]; normalising inside the model keeps callers simple.
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
@@ -19,6 +20,10 @@ class ClassifierConfig:
     channels: tuple[int, int] = (32, 64)  # two conv stages, 28x28 then 14x14
     feature_dim: int = 128  # width of the penultimate layer used for FID
     dropout: float = 0.3  # before the last layer only; 24k images overfit without it
+
+    def __post_init__(self):
+        check_positive(channels=self.channels, feature_dim=self.feature_dim)
+        check_fraction("dropout", self.dropout)
 
 
 class Classifier(nn.Module):

@@ -165,6 +165,7 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
     """
     if distributed.launched():
         distributed.enter()  # so that even a bad option is reported with its rank, once
+    warnings.showwarning = _show_warning
     args = parser.parse_args()
     try:
         if distributed.launched():
@@ -190,6 +191,11 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
         _fail(f"{type(e).__name__}: {e}", 1, shared=False)
     finally:
         distributed.shutdown()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, like an error but without stopping: `warning: ...`."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 RANK_ERROR_GRACE = 3.0  # seconds; torchrun's monitor notices a failed rank within about one

@@ -7,6 +7,7 @@ The data folder may hold the four files directly, or in torchvision's DIR/MNIST/
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -40,39 +41,53 @@ def find_idx_file(data_dir: str | os.PathLike, stem: str) -> Path:
         for name in (stem + ".gz", stem):
             if (folder / name).is_file():
                 return folder / name
+            if (folder / name).exists():
+                raise LdmError(f"{folder / name}: not a regular file (a directory or a device?)")
     raise LdmError(f"{data_dir / (stem + '.gz')}: MNIST file not found (nor raw, nor under MNIST/raw/); "
                    "`make data DOWNLOAD=1` fetches it where torchvision and a network are available")
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise LdmError(f"{path}: truncated or corrupt gzip file ({e})") from e
-    except OSError as e:
-        raise LdmError(f"{path}: cannot read ({e})") from e
+def _read_at_most(stream, n: int) -> bytes:
+    """Up to `n` bytes of `stream`, in chunks: `n` comes from a header and may be absurdly large."""
+    chunks, size = [], 0
+    while size < n:
+        chunk = stream.read(min(n - size, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
-    """Parse one IDX file into a uint8 array, checking its magic number and size."""
+    """Parse one IDX file into a uint8 array, checking its magic number and size. The header is
+    read from the stream first, so that no more than the size it states (plus one byte, to find
+    a file too long) is ever decompressed."""
     path = Path(path)
-    raw = _read_bytes(path)
     ndim = magic & 0xFF
     header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise LdmError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
-        raise LdmError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape))
-    if len(raw) - header_len != expected:
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            header = f.read(header_len)
+            if len(header) < header_len:
+                raise LdmError(f"{path}: file too short for an IDX header ({len(header)} bytes)")
+            found = int.from_bytes(header[:4], "big")
+            if found != magic:
+                raise LdmError(f"{path}: wrong magic number 0x{found:08x}, expected 0x{magic:08x}")
+            shape = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+            expected = math.prod(shape)  # Python integers: no overflow, whatever the header says
+            body = _read_at_most(f, expected + 1)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise LdmError(f"{path}: truncated or corrupt gzip file ({e})") from e
+    except OSError as e:
+        raise LdmError(f"{path}: cannot read ({e.strerror or e})") from e
+    if len(body) < expected:
         raise LdmError(f"{path}: header says shape {shape} ({expected} bytes) "
-                       f"but the file holds {len(raw) - header_len} bytes (truncated?)")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(shape)
+                       f"but the file holds {len(body)} bytes after it (truncated?)")
+    if len(body) > expected:
+        raise LdmError(f"{path}: header says shape {shape} ({expected} bytes) "
+                       f"but the file holds more after it (too long: not an IDX file of that shape)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -95,6 +110,8 @@ def load_mnist(data_dir: str | os.PathLike, split: str) -> tuple[torch.Tensor, t
     labels = read_idx(label_path, LABELS_MAGIC)
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise LdmError(f"{image_path}: images are {images.shape[1:]}, expected 28x28")
+    if len(images) == 0:
+        raise LdmError(f"{image_path}: holds no images")
     if len(images) != len(labels):
         raise LdmError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
     if len(labels) and labels.max() >= NUM_CLASSES:

@@ -20,15 +20,16 @@ import numpy as np
 import torch
 
 from . import __version__, distributed
-from .checkpoint import Checkpoint, check_made_with_vae, load_checkpoint
+from .checkpoint import Checkpoint, check_made_with_vae
 from .classifier import Classifier
 from .data import IMAGE_SIZE, NUM_CLASSES, to_float, to_uint8
 from .images import save_grid
 from .latents import encode_images
 from .metrics import (classifier_features, feature_statistics, frechet_distance, nearest_neighbour_distance,
                       precision_recall)
+from .samples import load_samples
 from .sampling import SamplerConfig
-from .utils import ConfigError, LdmError, describe_device, write_text_atomic
+from .utils import ConfigError, LdmError, describe_device, is_number, write_text_atomic, written_together
 from .vae import VAE
 
 
@@ -159,13 +160,13 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
     generator = torch.Generator().manual_seed(seed)
     diffusion_rows = []
     for path in samples:
-        ckpt = load_checkpoint(path, "samples")
-        images, labels = ckpt.tensors["images"], ckpt.tensors.get("labels")
+        loaded = load_samples(path)
+        images, labels = loaded.images, loaded.labels
         if len(images) < n:
             raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row")
-        check_made_with_vae(ckpt, vae_ckpt, "rerun `make sample`")  # a stale file beside a retrained VAE
-        diffusion_rows.append((f"Diffusion {samples_row_name(ckpt.info)}", images[:n],
-                               None if labels is None else labels[:n], dict(ckpt.info, file=str(path)), False))
+        check_made_with_vae(path, loaded.info["vae_fingerprint"], vae_ckpt, "rerun `make sample`")  # a stale file beside a retrained VAE
+        diffusion_rows.append((f"Diffusion {samples_row_name(loaded.info)}", images[:n],
+                               None if labels is None else labels[:n], dict(loaded.info, file=str(path)), False))
     validation = validation_images(train_images, n, generator)
     vae_source = {"vae_fingerprint": vae_ckpt.fingerprint}
     # (name, images, prompted labels, source, made from training images: no memorisation score)
@@ -185,7 +186,8 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
         results.append(dict(row, source=info) if info else row)
         print(f"{name:>24}: FID {row['fid']:8.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}")
 
-    accuracy = classifier_ckpt.info.get("test_accuracy", float("nan"))
+    accuracy = classifier_ckpt.info.get("test_accuracy")
+    accuracy = accuracy if is_number(accuracy) else float("nan")  # only reported
     report = {"rows": results, "num_images": n, "reference": f"MNIST test set ({len(test_images)} images)",
               "classifier_test_accuracy": accuracy, "classifier_fingerprint": classifier_ckpt.fingerprint,
               "data_dir": data_dir, "train_images": len(train_images), "seed": seed,
@@ -198,13 +200,14 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
              "classifier agrees with the prompted digit.")
     if not distributed.is_main():  # every rank scored every row; one writes
         return table
-    for (_, images, *_), row in zip(rows, results):
-        save_grid(images[:64], row["grid"], nrow=8)
-    write_text_atomic(out_dir / "fid.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "fid.md", f"# FID\n\n{table}\n{notes}\n\n## Digits the classifier sees\n\n"
-                                          f"{class_histogram_table(results)}\nDevice: {report['device']}; "
-                                          f"data: {data_dir} ({len(train_images)} training images); "
-                                          f"seed {seed}; torch {torch.__version__}; ldm {__version__}.\n")
+    with written_together():  # the grids and the report appear together, or none of them
+        for (_, images, *_), row in zip(rows, results):
+            save_grid(images[:64], row["grid"], nrow=8)
+        write_text_atomic(out_dir / "fid.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out_dir / "fid.md", f"# FID\n\n{table}\n{notes}\n\n## Digits the classifier sees\n\n"
+                                              f"{class_histogram_table(results)}\nDevice: {report['device']}; "
+                                              f"data: {data_dir} ({len(train_images)} training images); "
+                                              f"seed {seed}; torch {torch.__version__}; ldm {__version__}.\n")
     return table
 
 

@@ -9,6 +9,8 @@ the signature model(x, t, labels) can be conditioned this way (the UNet, the toy
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Callable
 
 import torch
@@ -21,6 +23,18 @@ ConditionalModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], t
 # Guidance scale for digit prompts: the smallest measured scale at which the classifier
 # recognises more than 97% of prompted digits (docs/results.md, `make bench`).
 PROMPT_GUIDANCE = 1.5
+# Scales in use run from 1 to about 10 (`make bench` measures 1-4); far above, the guided ε̂ is
+# the difference of two predictions blown up, and the samples are saturated noise.
+USUAL_GUIDANCE_MAX = 20.0
+
+
+def check_guidance(scale: float) -> None:
+    """Refuse a scale that is negative or not finite; warn about one far above any in use."""
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ConfigError("guidance", scale, "must be a finite number >= 0")
+    if scale > USUAL_GUIDANCE_MAX:
+        warnings.warn(f"guidance {scale:g} is far above the usual 1-10 (the samples will be saturated); "
+                      "a mistake?", stacklevel=3)
 
 
 def drop_labels(labels: torch.Tensor, num_classes: int, p: float) -> torch.Tensor:
@@ -36,8 +50,7 @@ def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: fl
     labels None gives unconditional samples. The conditional and unconditional passes share one
     batch of 2N so guidance costs one (larger) forward per step.
     """
-    if not scale >= 0:
-        raise ConfigError("guidance", scale, "must be >= 0")
+    check_guidance(scale)
     if labels is None or scale == 0:
         return lambda x, t: model(x, t, None)
     if scale == 1:

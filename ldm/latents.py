@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import to_float
-from .utils import LdmError
+from .data import NUM_CLASSES, to_float
+from .utils import LdmError, check_finite, is_number
 from .vae import VAE
 
 
@@ -26,6 +26,7 @@ def encode_images(vae: VAE, images: torch.Tensor, device: torch.device, batch_si
     means, logvars = [], []
     for i in tqdm(range(0, len(images), batch_size), desc="encode", leave=False, disable=not progress):
         mean, logvar = vae.encode(to_float(images[i:i + batch_size]).to(device))
+        check_finite(torch.stack([mean, logvar]), "the VAE's encodings are")
         means.append(mean.cpu())
         logvars.append(logvar.cpu())
     return torch.cat(means), torch.cat(logvars)
@@ -87,11 +88,41 @@ def save_latent_cache(path: str | os.PathLike, cache: LatentCache) -> str:
 
 
 def load_latent_cache(path: str | os.PathLike, device: torch.device | str = "cpu") -> LatentCache:
+    """Read a latent cache and check everything the stages after it trust (see `cache_problem`);
+    any problem is one LdmError naming the file."""
     ckpt = load_checkpoint(path, "latents")
-    missing = [name for name in TENSORS if name not in ckpt.tensors]
-    if missing:
-        raise LdmError(f"{path}: latent cache lacks {', '.join(missing)} (made by an older version); "
-                       "rerun `make latents`")
+    problem = cache_problem(ckpt.tensors, ckpt.info)
+    if problem:
+        raise LdmError(f"{path}: {problem}; rerun `make latents`")
     t = {name: ckpt.tensors[name].to(device) for name in TENSORS}
     return LatentCache(**t, scale_factor=float(ckpt.info["scale_factor"]),
                        vae_fingerprint=ckpt.info["vae_fingerprint"], info=dict(ckpt.info, fingerprint=ckpt.fingerprint))
+
+
+def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
+    """What is wrong with a latent cache's tensors and info, or None: every tensor present, float
+    posteriors [N x C x H x W] (both splits alike, μ and log σ² alike, N > 0), int64 labels [N] of
+    digits 0-9, a finite positive scale factor, the VAE's fingerprint. (Finiteness is
+    load_checkpoint's.)"""
+    missing = [name for name in TENSORS if name not in tensors]
+    if missing:
+        return f"latent cache lacks {', '.join(missing)}"
+    for split in ("train", "test"):
+        mean, logvar, labels = (tensors[f"{split}_{part}"] for part in ("mean", "logvar", "labels"))
+        if not mean.is_floating_point() or mean.ndim != 4 or logvar.shape != mean.shape or logvar.dtype != mean.dtype:
+            return (f"{split} posteriors are {mean.dtype} {tuple(mean.shape)} and {logvar.dtype} "
+                    f"{tuple(logvar.shape)}, expected two float tensors [N x C x H x W] alike")
+        if len(mean) == 0:
+            return f"no {split} latents"
+        if mean.shape[1:] != tensors["train_mean"].shape[1:]:
+            return f"test latents are {tuple(mean.shape[1:])}, training latents {tuple(tensors['train_mean'].shape[1:])}"
+        if labels.dtype != torch.int64 or labels.shape != (len(mean),):
+            return f"{split} labels are {labels.dtype} {tuple(labels.shape)}, expected int64 [{len(mean)}]"
+        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+            return f"{split} labels hold {labels.min().item()}..{labels.max().item()}, outside the digits 0-9"
+    scale = info.get("scale_factor")
+    if not is_number(scale) or scale <= 0:
+        return f"scale factor {scale!r}, expected a finite number > 0"
+    if not isinstance(info.get("vae_fingerprint"), str):
+        return "no fingerprint of the VAE that made it"
+    return None

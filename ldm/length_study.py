@@ -28,7 +28,7 @@ from .presets import Preset
 from .sampling import SamplerConfig
 from .snapshot import snapshot_path
 from .stages import save_unet, train_unet
-from .utils import describe_device, write_text_atomic
+from .utils import describe_device, write_text_atomic, written_together
 
 PROMPTS = {"random digits": "any", "no label": "none"}
 
@@ -126,7 +126,8 @@ def plot_lengths(report: dict, path: str | os.PathLike) -> None:
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:
     out_dir = Path(out_dir)
     table = lengths_markdown(report)
-    plot_lengths(report, out_dir / "training_length.png")
-    write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "training_length.md", table + "\n![FID against training steps](training_length.png)\n")
+    with written_together():
+        plot_lengths(report, out_dir / "training_length.png")
+        write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out_dir / "training_length.md", table + "\n![FID against training steps](training_length.png)\n")
     return table

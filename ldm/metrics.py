@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .utils import check_finite
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +52,7 @@ def classifier_features(classifier: torch.nn.Module, images: torch.Tensor, devic
     chunks = distributed.map_batches(len(images), batch_size,
                                      lambda i, batch: classifier.features(images[batch].to(device)).double().cpu(),
                                      desc="features", progress=progress)
-    return torch.cat(chunks).numpy()
+    return check_finite(torch.cat(chunks), "the classifier's features are").numpy()
 
 
 # ---- nearest-neighbour metrics

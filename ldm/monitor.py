@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from . import distributed
-from .utils import LdmError, atomic_path
+from .utils import LdmError, atomic_path, write_error, written_together
 
 TENSORBOARD_HINT = "--tensorboard needs the tensorboard package: pip install tensorboard (or pip install -e '.[tensorboard]')"
 
@@ -87,9 +87,12 @@ class Monitor:
         if not distributed.is_main():
             return
         kept = [e for e in read_log(self.path) if e["step"] <= start] if start and self.path.is_file() else []
-        with atomic_path(self.path) as tmp:
+        with written_together(separate=True), atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
-        self._file = open(self.path, "a")
+        try:
+            self._file = open(self.path, "a")
+        except OSError as e:
+            raise write_error(self.path, e) from e
         if self.tensorboard is not None:
             from torch.utils.tensorboard import SummaryWriter
             # purge_step hides the events a killed run wrote after its snapshot
@@ -98,8 +101,11 @@ class Monitor:
     def write(self, step: int, kind: str, values: dict, images: torch.Tensor | None = None) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise write_error(self.path, e) from e
         if self._writer is not None:
             for name, value in values.items():
                 self._writer.add_scalar(f"{kind}/{name}", value, step)
@@ -122,7 +128,10 @@ class Monitor:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # a failed write was reported already; closing retries its flush
+                pass
         if self._writer is not None:
             self._writer.close()
         self._file = self._writer = None

@@ -54,7 +54,7 @@ class LabelEmbedding(nn.Module):
 
 def normalization(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups of at least 4 channels each."""
-    groups = min(32, channels // 4)
+    groups = max(1, min(32, channels // 4))
     while channels % groups:
         groups -= 1
     return nn.GroupNorm(groups, channels)

@@ -21,7 +21,7 @@ from .diffusion import Diffusion, DiffusionConfig
 from .guidance import PROMPT_GUIDANCE
 from .sampling import DEFAULT_SAMPLER, Callback, SamplerConfig
 from .unet import UNet
-from .utils import ConfigError, LdmError, check_choice, resolve_device
+from .utils import ConfigError, LdmError, check_choice, check_finite, is_number, resolve_device
 from .vae import VAE
 
 WEIGHTS = ("ema", "raw")
@@ -37,6 +37,23 @@ def parse_digit(digit: int | str) -> int | str:
     if str(digit) not in [str(d) for d in range(NUM_CLASSES)]:
         raise ConfigError("digit", digit, f"must be a digit 0-9 or one of {', '.join(DIGIT_PROMPTS)}")
     return int(digit)
+
+
+def unet_info_problem(info: dict, num_classes: int) -> str | None:
+    """What is wrong with what a UNet checkpoint records for sampling, or None: the diffusion
+    config (checked by build_config), the latents' finite positive scale factor, and for a
+    class-conditional UNet one finite non-negative frequency per digit, not all zero."""
+    if not isinstance(info.get("diffusion"), dict):
+        return "no diffusion config recorded"
+    scale = info.get("scale_factor")
+    if not is_number(scale) or scale <= 0:
+        return f"scale factor {scale!r}, expected a finite number > 0"
+    frequencies = info.get("label_frequencies")
+    if num_classes and frequencies is not None and not (
+            isinstance(frequencies, list) and len(frequencies) == num_classes
+            and all(is_number(f) and f >= 0 for f in frequencies) and sum(frequencies) > 0):
+        return f"label frequencies {frequencies!r}, expected {num_classes} numbers >= 0, not all zero"
+    return None
 
 
 def batch_generator(seed: int, index: int) -> torch.Generator:
@@ -66,8 +83,14 @@ class LatentDiffusion:
         device = resolve_device(device) if isinstance(device, str) else device
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
         vae, vae_ckpt = load_model(vae_path, VAE, device)
-        check_made_with_vae(unet_ckpt, vae_ckpt, "rerun `make latents diffusion`")
-        diffusion = Diffusion(build_config(DiffusionConfig, unet_ckpt.info.get("diffusion", {}), unet_ckpt.path))
+        check_made_with_vae(unet_path, unet_ckpt.info.get("vae_fingerprint"), vae_ckpt, "rerun `make latents diffusion`")
+        problem = unet_info_problem(unet_ckpt.info, unet.config.num_classes)
+        if problem:
+            raise LdmError(f"{unet_ckpt.path}: {problem}; rerun `make diffusion`")
+        if unet.config.in_channels != vae.config.latent_channels:
+            raise LdmError(f"{unet_ckpt.path}: takes {unet.config.in_channels} latent channels, the VAE in "
+                           f"{vae_ckpt.path} makes {vae.config.latent_channels}")
+        diffusion = Diffusion(build_config(DiffusionConfig, unet_ckpt.info["diffusion"], unet_ckpt.path))
         return cls(unet, vae, diffusion, float(unet_ckpt.info["scale_factor"]), unet_ckpt.info.get("label_frequencies"),
                    unet_ckpt, vae_ckpt, torch.compile(unet) if compile else unet)
 
@@ -117,8 +140,11 @@ class LatentDiffusion:
         return digit, labels, guidance
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]."""
-        return self.vae.decode(z.float() / self.scale_factor)
+        """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]; non-finite latents or images stop
+        the run (a diverged model or an absurd guidance scale would otherwise give black images)."""
+        unet = self.unet_ckpt.path if self.unet_ckpt is not None else "the UNet in training"
+        check_finite(z, f"{unet}: its sampled latents are")
+        return check_finite(self.vae.decode(z.float() / self.scale_factor), f"{self.vae_ckpt.path}: its decoded images are")
 
     @torch.no_grad()
     def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,

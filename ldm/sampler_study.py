@@ -25,7 +25,7 @@ from .evaluation import TestSetFID, validation_images
 from .pipeline import LatentDiffusion
 from .plots import log_axes, new_figure, save_figure
 from .sampling import SamplerConfig
-from .utils import describe_device, write_text_atomic
+from .utils import describe_device, write_text_atomic, written_together
 
 NFES = (5, 10, 20, 50)
 SEEDS = (0, 1, 2)
@@ -123,7 +123,8 @@ def plot_samplers(report: dict, path: str | os.PathLike) -> None:
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:
     out_dir = Path(out_dir)
     table = samplers_markdown(report)
-    plot_samplers(report, out_dir / "samplers.png")
-    write_text_atomic(out_dir / "samplers.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "samplers.md", table + "\n![FID against NFE](samplers.png)\n")
+    with written_together():
+        plot_samplers(report, out_dir / "samplers.png")
+        write_text_atomic(out_dir / "samplers.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out_dir / "samplers.md", table + "\n![FID against NFE](samplers.png)\n")
     return table

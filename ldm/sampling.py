@@ -223,8 +223,8 @@ class SamplerConfig:
         check_choice("spacing", self.spacing, SPACINGS)
         if self.steps is None:
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.sampler])
-        if not self.eta >= 0:
-            raise ConfigError("eta", self.eta, "must be >= 0")
+        if not 0 <= self.eta <= 1:  # σ = η·√β̃ must stay below the step's own noise, √(1 - ᾱ_s)
+            raise ConfigError("eta", self.eta, "must be in [0, 1] (0 deterministic, 1 = DDPM)")
 
     @property
     def label(self) -> str:

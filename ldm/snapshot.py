@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import BatchSampler
-from .utils import LdmError
+from .utils import LdmError, written_together
 
 
 def snapshot_path(out: str | os.PathLike) -> Path:
@@ -63,7 +63,8 @@ class Snapshot:
             sampler_state = self.sampler.state_dict()
             tensors["sampler/generator"], tensors["sampler/perm"] = sampler_state["generator"], sampler_state["perm"]
             info["sampler_pos"] = sampler_state["pos"]
-        save_checkpoint(self.path, tensors, self.kind, info=info)
+        with written_together(separate=True):  # now, even while the stage's outputs wait for its end
+            save_checkpoint(self.path, tensors, self.kind, info=info)
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema) -> tuple[int, dict]:
         """Load the snapshot if there is one from this very run; return (steps done, last logged metrics)."""

@@ -146,13 +146,15 @@ def train_vae(train_images: torch.Tensor, test_images: torch.Tensor, config: VAE
     run_training(vae, step_loss, settings, snapshot=snapshot, monitor=monitor, checks=[validation], desc="vae",
                  progress=progress)
     metrics = evaluate_vae(vae, test_images)
+    per_row = min(16, len(test_images))  # two rows of each when there are 32 test images
     with torch.no_grad():
-        x = to_float(test_images[:32])
+        x = to_float(test_images[:2 * per_row if len(test_images) >= 2 * per_row else per_row])
         recon = vae.decode(vae.encode(x)[0])
     info = dict(info or {}, test=metrics, train_images=len(train_images), training=dataclasses.asdict(settings),
                 seed=seed)
     if distributed.is_main():
-        save_grid(torch.stack([x[:16], recon[:16], x[16:], recon[16:]]).flatten(0, 1), grid, nrow=16)
+        rows = [part for i in range(0, len(x), per_row) for part in (x[i:i + per_row], recon[i:i + per_row])]
+        save_grid(torch.cat(rows), grid, nrow=per_row)
         save_model(out, vae, info)
     return info
 

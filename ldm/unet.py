@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .nn import Downsample, LabelEmbedding, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
+from .utils import ConfigError, check_fraction, check_positive
 
 
 @dataclass
@@ -19,6 +20,15 @@ class UNetConfig:
     num_res_blocks: int = 2  # per level on the way down (one more on the way up)
     dropout: float = 0.0
     num_classes: int = 0  # > 0: a label embedding (plus a "no label" entry) is added to the time embedding
+
+    def __post_init__(self):
+        if not self.channel_mult:
+            raise ConfigError("channel_mult", self.channel_mult, "needs at least one level")
+        check_positive(in_channels=self.in_channels, base_channels=self.base_channels,
+                       channel_mult=self.channel_mult, num_res_blocks=self.num_res_blocks)
+        check_fraction("dropout", self.dropout)
+        if self.num_classes < 0:
+            raise ConfigError("num_classes", self.num_classes, "must be >= 0 (0: unconditional)")
 
 
 class UNet(nn.Module):

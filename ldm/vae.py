@@ -11,6 +11,7 @@ from torch import nn
 
 from .data import IMAGE_SIZE
 from .nn import ResBlock, normalization
+from .utils import check_positive
 
 
 @dataclass
@@ -18,6 +19,9 @@ class VAEConfig:
     latent_channels: int = 4  # 4x7x7 = 196 latent dims, a 4x compression of 784 pixels
     channels: tuple[int, int] = (32, 64)  # widths at 28x28 / 14x14 and at 7x7 (most compute sits at 28 and 14)
     beta: float = 0.1  # KL weight; below 1 for sharper reconstructions, the diffusion models the rest
+
+    def __post_init__(self):
+        check_positive(latent_channels=self.latent_channels, channels=self.channels, beta=self.beta)
 
 
 class Encoder(nn.Module):

@@ -42,7 +42,7 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     out_dir = Path(args.out_dir)
-    check_writable(out_dir / "fid.json")
+    check_writable(out_dir / "fid.json", out_dir / "fid.md")
     device = resolve_device(args.device)
     set_seed(args.seed)
     classifier, classifier_ckpt = load_model(args.classifier, Classifier, device)

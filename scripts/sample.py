@@ -23,15 +23,15 @@ import time
 from pathlib import Path
 
 from ldm import distributed
-from ldm.checkpoint import save_checkpoint
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_preset_arg, add_runtime_args, positive_int,
                      prepare, run)
 from ldm.evaluation import samples_row_name
 from ldm.guidance import PROMPT_GUIDANCE
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.pipeline import WEIGHTS, LatentDiffusion
+from ldm.samples import save_samples
 from ldm.sampling import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, VARIANCES
-from ldm.utils import LdmError
+from ldm.utils import LdmError, written_together
 
 
 def parser() -> StageParser:
@@ -73,7 +73,8 @@ def main(args) -> None:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
-    device, preset = prepare(args, out)
+    grid, strip_path = out.with_suffix(".png"), out.with_name(f"{out.stem}_process.png")
+    device, preset = prepare(args, out, grid, *([strip_path] if args.strip else []))
     sampler = preset.sampler(args.sampler, args.steps, eta=args.eta, variance=args.variance, spacing=args.spacing)
     model = LatentDiffusion.load(args.unet, args.vae, device, args.weights, compile=args.compile)
     digit, labels, guidance = model.prompt(args.digit, args.num_images, args.seed, args.guidance)
@@ -87,21 +88,22 @@ def main(args) -> None:
             "conditional": bool(model.num_classes), "seed": args.seed, "weights": args.weights,
             "unet_fingerprint": model.unet_ckpt.fingerprint, "vae_fingerprint": model.vae_ckpt.fingerprint,
             "device": str(device), "compiled": args.compile}  # no timings: the file depends on the command alone
-    tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
-    save_checkpoint(out, tensors, "samples", info=info)
-    per_digit = min(10, args.num_images // 10)
-    if digit == "all" and per_digit:
-        save_rows(digit_rows(images, labels, per_digit), out.with_suffix(".png"))
-    else:
-        save_grid(images[:64], out.with_suffix(".png"), nrow=8)
+    with written_together():  # the samples and their pictures appear together, or none of them
+        save_samples(out, images, labels, info)
+        per_digit = min(10, args.num_images // 10)
+        if digit == "all" and per_digit:
+            save_rows(digit_rows(images, labels, per_digit), grid)
+        else:
+            save_grid(images[:64], grid, nrow=8)
+        if args.strip:
+            strip = model.denoising_strip(min(8, args.num_images), sampler, seed=args.seed,
+                                          labels=None if labels is None else labels[:8], guidance=guidance)
+            save_rows(strip, strip_path)
     if args.strip:
-        strip = model.denoising_strip(min(8, args.num_images), sampler, seed=args.seed,
-                                      labels=None if labels is None else labels[:8], guidance=guidance)
-        save_rows(strip, out.with_name(f"{out.stem}_process.png"))
-        print(f"wrote {out.with_name(f'{out.stem}_process.png')} (x̂_0 at 10 points of the chain, then the sample)")
+        print(f"wrote {strip_path} (x̂_0 at 10 points of the chain, then the sample)")
     processes = distributed.world().size
     print(f"{samples_row_name(info)}: {len(images)} images in {seconds:.1f}s ({len(images) / seconds:.1f} images/s "
-          f"on {device}{f', {processes} processes' if processes > 1 else ''}); wrote {out} and {out.with_suffix('.png')}")
+          f"on {device}{f', {processes} processes' if processes > 1 else ''}); wrote {out} and {grid}")
 
 
 if __name__ == "__main__":

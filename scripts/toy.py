@@ -23,7 +23,7 @@ from ldm.plots import plot_training_log
 from ldm.toy.data import TOY_DATASETS, get_toy_dataset
 from ldm.toy.plots import save_toy_figure
 from ldm.toy.run import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
-from ldm.utils import check_writable, describe_device, set_seed, write_text_atomic
+from ldm.utils import check_writable, describe_device, set_seed, write_text_atomic, written_together
 
 
 def parser() -> StageParser:
@@ -57,8 +57,9 @@ def main(args) -> None:
     report = {"settings": args.settings, "num_samples": args.num_samples, "seed": args.seed,
               "device": describe_device(torch.device("cpu")), "torch_version": torch.__version__,
               "ldm_version": __version__, "rows": rows}
-    write_text_atomic(out_dir / "toy.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out_dir / "toy.md", toy_markdown(rows))
+    with written_together():
+        write_text_atomic(out_dir / "toy.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out_dir / "toy.md", toy_markdown(rows))
     print(f"wrote {out_dir / 'toy.json'} and {out_dir / 'toy.md'}")
 
 

@@ -11,6 +11,7 @@ from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args
                      prepare, run, training_monitor, training_outputs, with_overrides)
 from ldm.data import load_mnist
 from ldm.stages import train_classifier
+from ldm.utils import written_together
 
 
 def parser() -> StageParser:
@@ -28,10 +29,11 @@ def main(args) -> None:
     settings = with_overrides(preset.classifier, args, "steps", "batch_size", "validate_every")
     train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
     test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
-    info = train_classifier(train, test, settings, args.out, seed=args.seed, device=device,
-                            save_every=args.save_every, progress=not args.no_progress,
-                            info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
-    draw_curves(args, "classifier")
+    with written_together():  # the checkpoint and its curves appear together
+        info = train_classifier(train, test, settings, args.out, seed=args.seed, device=device,
+                                save_every=args.save_every, progress=not args.no_progress,
+                                info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
+        draw_curves(args, "classifier")
     print(f"classifier test accuracy: {info['test_accuracy']:.4f} ({info['test_images']} test images, "
           f"trained on {info['train_images']} for {settings.steps} steps); wrote {args.out}")
 

@@ -17,7 +17,7 @@ needs the classifier, the VAE and the MNIST test set.
 
 from __future__ import annotations
 
-from ldm.checkpoint import load_model
+from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
                      add_training_args, draw_curves, non_negative_int, positive_float, positive_int, prepare, run,
@@ -29,7 +29,7 @@ from ldm.latents import load_latent_cache
 from ldm.schedule import BETA_SCHEDULES
 from ldm.snapshot import snapshot_path
 from ldm.stages import SampleQuality, save_unet, train_unet
-from ldm.utils import LdmError
+from ldm.utils import written_together
 from ldm.vae import VAE
 
 
@@ -72,17 +72,16 @@ def main(args) -> None:
                                             compile=args.compile, monitor=monitor, quality=quality)
     print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
           f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
-    save_unet(args.out, ema_model, raw_model, dict(info, preset=preset.name, latents=str(args.latents)))
-    draw_curves(args, "diffusion")
+    with written_together():  # the checkpoint and its curves appear together
+        save_unet(args.out, ema_model, raw_model, dict(info, preset=preset.name, latents=str(args.latents)))
+        draw_curves(args, "diffusion")
     print(f"wrote {args.out}")
 
 
 def sample_quality(args, cache, every: int, num_images: int, batch_size: int, device) -> SampleQuality:
     """The VAE that made the latents, the classifier and the test set, to score samples in training."""
     vae, vae_ckpt = load_model(args.vae, VAE, device)
-    if vae_ckpt.fingerprint != cache.vae_fingerprint:
-        raise LdmError(f"{args.latents}: made with VAE {cache.vae_fingerprint}, not with the VAE in {args.vae} "
-                       f"({vae_ckpt.fingerprint}); rerun `make latents` or pass --fid-every 0")
+    check_made_with_vae(args.latents, cache.vae_fingerprint, vae_ckpt, "rerun `make latents` or pass --fid-every 0")
     classifier, _ = load_model(args.classifier, Classifier, device)
     fid = TestSetFID(classifier, load_mnist(args.data_dir, "test")[0].to(device), device)
     return SampleQuality(vae, vae_ckpt, fid, every, num_images, batch_size, args.seed)

@@ -11,6 +11,7 @@ from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args
                      prepare, run, training_monitor, training_outputs, with_overrides)
 from ldm.data import load_mnist
 from ldm.stages import train_vae
+from ldm.utils import written_together
 
 
 def parser() -> StageParser:
@@ -30,10 +31,11 @@ def main(args) -> None:
     settings = with_overrides(preset.vae, args, "steps", "batch_size", "validate_every")
     train_images = load_mnist(args.data_dir, "train")[0].to(device)
     test_images = load_mnist(args.data_dir, "test")[0].to(device)
-    info = train_vae(train_images, test_images, preset.vae_model, settings, args.out, args.grid, seed=args.seed,
-                     device=device, save_every=args.save_every, progress=not args.no_progress,
-                     info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
-    draw_curves(args, "VAE")
+    with written_together():  # the checkpoint, its grid and its curves appear together
+        info = train_vae(train_images, test_images, preset.vae_model, settings, args.out, args.grid, seed=args.seed,
+                         device=device, save_every=args.save_every, progress=not args.no_progress,
+                         info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
+        draw_curves(args, "VAE")
     print("vae test: " + ", ".join(f"{k} {v:.4f}" for k, v in info["test"].items()))
     print(f"wrote {args.out} and {args.grid}")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldm.checkpoint import load_model
+from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, positive_int,
                      prepare, run)
@@ -23,6 +23,7 @@ from ldm.data import load_mnist
 from ldm.evaluation import TestSetFID
 from ldm.latents import load_latent_cache
 from ldm.length_study import default_lengths, run_length_study, write_report
+from ldm.pipeline import LatentDiffusion
 from ldm.sampling import SamplerConfig
 
 
@@ -45,6 +46,8 @@ def main(args) -> None:
     out_dir = Path(args.out_dir)
     device, preset = prepare(args, out_dir / "training_length.json", Path(args.work_dir) / "unet.safetensors")
     cache = load_latent_cache(args.latents, device)
+    vae_ckpt = LatentDiffusion.load(args.unet, args.vae, device).vae_ckpt  # both checked before any training
+    check_made_with_vae(args.latents, cache.vae_fingerprint, vae_ckpt, "rerun `make latents`")
     classifier, _ = load_model(args.classifier, Classifier, device)
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")

@@ -1,24 +1,48 @@
-"""Running the stage scripts as a user does (a subprocess each), for the end-to-end tests."""
+"""Running the stage scripts as a user does (a subprocess each), for the end-to-end tests, or in
+this process (`run_inline`: the same parsing and error handling, without paying a torch import)."""
 
+import contextlib
+import importlib
+import io
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
+from ldm import cli
 from ldm.data import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--device", "cpu"]
 
 
+def _quiet(name: str) -> list[str]:
+    return [] if name == "prepare_data" else ["--no-progress"]  # stderr then holds only errors
+
+
 def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    quiet = [] if name == "prepare_data" else ["--no-progress"]  # stderr then holds only errors
-    result = subprocess.run([sys.executable, "-m", f"scripts.{name}", *map(str, args), *quiet], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", f"scripts.{name}", *map(str, args), *_quiet(name)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def run_inline(name: str, *args) -> subprocess.CompletedProcess:
+    """`scripts.<name>` run through `cli.run` in this process, as `run_script` would run it; any
+    exception that `cli.run` lets through (a traceback for a user) fails the test."""
+    module = importlib.import_module(f"scripts.{name}")
+    argv = [f"scripts/{name}.py", *map(str, args), *_quiet(name)]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            cli.run(module.parser(), module.main)
+            status = 0
+        except SystemExit as e:
+            status = e.code
+    return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

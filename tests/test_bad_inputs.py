@@ -1,60 +1,111 @@
 """Every bad input a user can hand a stage script: one line on stderr naming the file or the
-option, a non-zero exit status, and nothing written where the output was asked for.
+option, exit status 2, and nothing written where the output was asked for.
 
-Each case runs a script on the smoke pipeline's files (tests/conftest.py) or on a damaged copy
-of them, with its outputs pointed into an empty folder that must stay empty.
+Each case runs a script (in this process, through the same `cli.run` a user's command goes
+through) on the smoke pipeline's files (tests/conftest.py) or on a damaged copy of them, with its
+outputs pointed into an empty folder that must stay empty. Damaged checkpoints are made two ways:
+`rewritten` saves bad content with a valid fingerprint (what a buggy writer would leave, so the
+checks of the file kind itself are exercised), `edited` changes the metadata and keeps the old
+fingerprint (what a hand edit leaves).
 """
 
+import errno
 import gzip
 import json
+import os
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from safetensors.torch import save_file
-from stage_scripts import SMOKE, assert_one_line_error, run_script
+from stage_scripts import SMOKE, assert_one_line_error, run_inline
 
-from ldm.checkpoint import load_checkpoint
-from ldm.data import write_idx
+from ldm.checkpoint import load_checkpoint, save_checkpoint
+from ldm.data import IMAGES_MAGIC, read_idx, write_idx
+from ldm.utils import LdmError
+
+# ---- damaged inputs
 
 
 def damaged_data(pipeline: dict, folder: Path, damage: str) -> Path:
     """A copy of the smoke data with one file damaged."""
     shutil.copytree(pipeline["data"], folder)
     images, labels = folder / "train-images-idx3-ubyte.gz", folder / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(images.read_bytes())
     if damage == "truncated":
         images.write_bytes(images.read_bytes()[:500])
     elif damage == "magic":
         images.write_bytes(labels.read_bytes())  # a labels file where images are expected
     elif damage == "count":
         write_idx(labels, np.frombuffer(gzip.decompress(labels.read_bytes())[8:-1], dtype=np.uint8))  # one short
+    elif damage == "empty test split":
+        write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), dtype=np.uint8))
+        write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(0, dtype=np.uint8))
+    elif damage == "overflowing header":
+        header = (0x803).to_bytes(4, "big") + (2**32 - 1).to_bytes(4, "big") * 3
+        images.write_bytes(gzip.compress(header + raw[16:]))
+    elif damage == "too long":
+        images.write_bytes(gzip.compress(raw + bytes(784)))
+    elif damage == "directory":
+        images.unlink()
+        images.mkdir()
     return folder
 
 
-def tampered_vae(pipeline: dict, path: Path) -> Path:
-    """The smoke VAE with a config that does not fit its tensors (its fingerprint still valid)."""
-    ckpt = load_checkpoint(pipeline["ckpt"] / "vae.safetensors", "vae")
-    config = dict(ckpt.config, channels=[c * 2 for c in ckpt.config["channels"]])
-    metadata = {"kind": "vae", "config": json.dumps(config), "info": "{}", "fingerprint": ckpt.fingerprint}
-    save_file(ckpt.tensors, str(path), metadata=metadata)
+def rewritten(source: Path, path: Path, kind: str, tensors=None, config=None, info=None) -> Path:
+    """`source` saved again with the changes each function makes (tensors, config, info -> new
+    ones), under a valid fingerprint."""
+    ckpt = load_checkpoint(source, kind)
+    save_checkpoint(path, (tensors or dict)(dict(ckpt.tensors)), kind, config=(config or dict)(dict(ckpt.config)),
+                    info=(info or dict)(dict(ckpt.info)))
     return path
 
 
-def truncated_copy(source: Path, path: Path) -> Path:
-    data = source.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+def edited(source: Path, path: Path, kind: str, **metadata) -> Path:
+    """`source` with metadata fields replaced (JSON) and the fingerprint left as it was."""
+    ckpt = load_checkpoint(source, kind)
+    fields = {"kind": kind, "config": json.dumps(ckpt.config), "info": json.dumps(ckpt.info),
+              "fingerprint": ckpt.fingerprint}
+    fields.update({k: json.dumps(v) for k, v in metadata.items()})
+    save_file(ckpt.tensors, str(path), metadata=fields)
     return path
+
+
+def with_nan(tensors: dict) -> dict:
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    return dict(tensors, **{name: torch.full_like(tensors[name], float("nan"))})
+
+
+def ckpt(p, name):
+    return p["ckpt"] / f"{name}.safetensors"
+
+
+def bad_unet(p, tmp, **change):
+    return rewritten(ckpt(p, "unet"), tmp / "bad_unet.safetensors", "unet", info=lambda i: dict(i, **change))
+
+
+def bad_latents(p, tmp, tensors=None, info=None):
+    return rewritten(ckpt(p, "latents"), tmp / "bad_latents.safetensors", "latents", tensors=tensors, info=info)
+
+
+def bad_samples(p, tmp, tensors=None, info=None):
+    return rewritten(ckpt(p, "samples_digits"), tmp / "bad_samples.safetensors", "samples", tensors=tensors, info=info)
 
 
 @pytest.fixture(scope="module")
 def other_vae(pipeline, tmp_path_factory) -> Path:
     """A second VAE (another seed): the UNet and samples of the pipeline were not made with it."""
     path = tmp_path_factory.mktemp("other") / "other_vae.safetensors"
-    run_script("train_vae", "--data-dir", pipeline["data"], *SMOKE, "--seed", 5, "--out", path,
-               "--grid", path.with_suffix(".png"))
+    assert run_inline("train_vae", "--data-dir", pipeline["data"], *SMOKE, "--seed", 5, "--out", path,
+                      "--grid", path.with_suffix(".png")).returncode == 0
     return path
+
+
+# ---- the commands
 
 
 def sample(p, out, *args):
@@ -62,18 +113,18 @@ def sample(p, out, *args):
 
 
 def train_diffusion(p, out, *args):
-    return "train_diffusion", ["--latents", p["ckpt"] / "latents.safetensors", *SMOKE, *args,
-                               "--out", out / "unet.safetensors"]
+    return "train_diffusion", ["--latents", ckpt(p, "latents"), *SMOKE, *args, "--out", out / "unet.safetensors"]
 
 
-def evaluate(p, out, vae, samples, num_images=16):
-    return "evaluate", ["--data-dir", p["data"], "--classifier", p["ckpt"] / "classifier.safetensors", "--vae", vae,
+def evaluate(p, out, vae, samples, num_images=16, classifier=None):
+    return "evaluate", ["--data-dir", p["data"], "--classifier", classifier or ckpt(p, "classifier"), "--vae", vae,
                         "--num-images", num_images, "--device", "cpu", "--out-dir", out, "--samples", samples]
 
 
 # id: (how to build the command from (pipeline, output folder, scratch folder, other VAE),
 #      what the one line must contain)
 CASES = {
+    # the data
     "missing data folder": (
         lambda p, out, tmp, other: ("prepare_data", ["--data-dir", tmp / "nowhere", "--out", out / "data.json"]),
         ["nowhere: data folder does not exist"]),
@@ -89,28 +140,153 @@ CASES = {
         lambda p, out, tmp, other: ("prepare_data", ["--data-dir", damaged_data(p, tmp / "d", "count"),
                                                      "--out", out / "data.json"]),
         ["train-labels-idx1-ubyte.gz", "63 labels for 64 images"]),
+    "empty test split": (
+        lambda p, out, tmp, other: ("prepare_data", ["--data-dir", damaged_data(p, tmp / "d", "empty test split"),
+                                                     "--out", out / "data.json"]),
+        ["t10k-images-idx3-ubyte.gz: holds no images"]),
+    "IDX header whose dimensions overflow": (
+        lambda p, out, tmp, other: ("prepare_data", ["--data-dir", damaged_data(p, tmp / "d", "overflowing header"),
+                                                     "--out", out / "data.json"]),
+        ["train-images-idx3-ubyte.gz: header says shape (4294967295, 4294967295, 4294967295)", "(truncated?)"]),
+    "IDX file too long": (
+        lambda p, out, tmp, other: ("train_classifier", ["--data-dir", damaged_data(p, tmp / "d", "too long"), *SMOKE,
+                                                         "--out", out / "c.safetensors"]),
+        ["train-images-idx3-ubyte.gz: header says shape (64, 28, 28)", "too long"]),
+    "directory where a data file should be": (
+        lambda p, out, tmp, other: ("prepare_data", ["--data-dir", damaged_data(p, tmp / "d", "directory"),
+                                                     "--out", out / "data.json"]),
+        ["train-images-idx3-ubyte.gz: not a regular file"]),
+    # checkpoints
     "another stage's checkpoint as the VAE": (
-        lambda p, out, tmp, other: ("encode_latents", ["--data-dir", p["data"], "--vae",
-                                                       p["ckpt"] / "classifier.safetensors",
+        lambda p, out, tmp, other: ("encode_latents", ["--data-dir", p["data"], "--vae", ckpt(p, "classifier"),
                                                        "--out", out / "latents.safetensors"]),
         ["classifier.safetensors", "expected a 'vae' checkpoint"]),
     "config that does not match the tensors": (
-        lambda p, out, tmp, other: sample(p, out, "--vae", tampered_vae(p, tmp / "tampered.safetensors")),
+        lambda p, out, tmp, other: sample(p, out, "--vae", rewritten(
+            ckpt(p, "vae"), tmp / "tampered.safetensors", "vae",
+            config=lambda c: dict(c, channels=[x * 2 for x in c["channels"]]))),
         ["tampered.safetensors", "config does not match its tensors"]),
     "truncated safetensors": (
-        lambda p, out, tmp, other: sample(p, out, "--unet", truncated_copy(p["ckpt"] / "unet.safetensors",
-                                                                          tmp / "cut.safetensors")),
+        lambda p, out, tmp, other: sample(p, out, "--unet", truncated_copy(ckpt(p, "unet"), tmp / "cut.safetensors")),
         ["cut.safetensors", "not a readable safetensors file"]),
     "missing checkpoint": (
         lambda p, out, tmp, other: sample(p, out, "--unet", tmp / "absent.safetensors"),
         ["absent.safetensors", "file not found"]),
+    "directory as a checkpoint": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", tmp),
+        ["scratch: not a regular file (a directory?)"]),
     "UNet trained on latents of another VAE": (
         lambda p, out, tmp, other: sample(p, out, "--vae", other),
         ["unet.safetensors: made with VAE", "not with the VAE in", "other_vae.safetensors",
          "rerun `make latents diffusion`"]),
     "samples decoded by another VAE": (
-        lambda p, out, tmp, other: evaluate(p, out, other, p["ckpt"] / "samples_ddim.safetensors"),
+        lambda p, out, tmp, other: evaluate(p, out, other, ckpt(p, "samples_ddim")),
         ["samples_ddim.safetensors", "not with the VAE in", "rerun `make sample`"]),
+    "UNet with NaN weights": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", rewritten(ckpt(p, "unet"), tmp / "nan.safetensors", "unet",
+                                                                     tensors=with_nan)),
+        ["nan.safetensors: tensor", "holds NaN or infinite values"]),
+    "classifier with NaN weights": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), ckpt(p, "samples_ddim"), classifier=rewritten(
+            ckpt(p, "classifier"), tmp / "nan.safetensors", "classifier", tensors=with_nan)),
+        ["nan.safetensors: tensor", "holds NaN or infinite values"]),
+    "VAE with NaN weights": (
+        lambda p, out, tmp, other: evaluate(p, out, rewritten(ckpt(p, "vae"), tmp / "nan.safetensors", "vae",
+                                                              tensors=with_nan), ckpt(p, "samples_ddim")),
+        ["nan.safetensors: tensor", "holds NaN or infinite values"]),
+    # metadata
+    "UNet whose scale factor was edited to 0": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", edited(
+            ckpt(p, "unet"), tmp / "e.safetensors", "unet",
+            info=dict(load_checkpoint(ckpt(p, "unet"), "unet").info, scale_factor=0))),
+        ["e.safetensors: tensors or metadata do not match the fingerprint"]),
+    "UNet recording a scale factor of 0": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, scale_factor=0)),
+        ["bad_unet.safetensors: scale factor 0, expected a finite number > 0"]),
+    "UNet recording 3 label frequencies": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, label_frequencies=[0.3, 0.3, 0.4])),
+        ["bad_unet.safetensors: label frequencies [0.3, 0.3, 0.4], expected 10 numbers"]),
+    "UNet recording all-zero label frequencies": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, label_frequencies=[0] * 10)),
+        ["bad_unet.safetensors: label frequencies", "not all zero"]),
+    "UNet without a scale factor": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", rewritten(
+            ckpt(p, "unet"), tmp / "bad_unet.safetensors", "unet",
+            info=lambda i: {k: v for k, v in i.items() if k != "scale_factor"})),
+        ["bad_unet.safetensors: scale factor None"]),
+    "UNet recording 0 timesteps": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, diffusion={"num_timesteps": 0})),
+        ["bad_unet.safetensors: config does not fit DiffusionConfig (num_timesteps=0"]),
+    "UNet config that is a list": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", edited(ckpt(p, "unet"), tmp / "e.safetensors", "unet",
+                                                                  config=[8, 16])),
+        ["e.safetensors: tensors or metadata do not match the fingerprint"]),
+    "UNet config that is a list, fingerprinted": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", rewritten(ckpt(p, "unet"), tmp / "bad_unet.safetensors",
+                                                                     "unet", config=lambda c: [8, 16])),
+        ["bad_unet.safetensors: metadata 'config' is a list, expected a JSON object"]),
+    "UNet width given as a string": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", rewritten(ckpt(p, "unet"), tmp / "bad_unet.safetensors",
+                                                                     "unet", config=lambda c: dict(c, base_channels="8"))),
+        ["bad_unet.safetensors: config field base_channels = '8' is not of type int"]),
+    # the latent cache
+    "latent cache without its scale factor": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
+            p, tmp, info=lambda i: {k: v for k, v in i.items() if k != "scale_factor"})),
+        ["bad_latents.safetensors: scale factor None", "rerun `make latents`"]),
+    "latent cache with a scale factor of 0": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
+            p, tmp, info=lambda i: dict(i, scale_factor=0.0))),
+        ["bad_latents.safetensors: scale factor 0.0, expected a finite number > 0"]),
+    "latent cache with labels shorter than its latents": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
+            p, tmp, tensors=lambda t: dict(t, train_labels=t["train_labels"][:-1]))),
+        ["bad_latents.safetensors: train labels are torch.int64 (63,), expected int64 [64]"]),
+    "latent cache with a label 11": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
+            p, tmp, tensors=lambda t: dict(t, train_labels=torch.where(torch.arange(64) == 5, 11, t["train_labels"])))),
+        ["bad_latents.safetensors: train labels hold", "outside the digits 0-9"]),
+    # samples given to evaluate
+    "samples without images": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: {"labels": t["labels"]})),
+        ["bad_samples.safetensors: no 'images' tensor"]),
+    "1-D samples": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, images=t["images"].flatten()))),
+        ["bad_samples.safetensors: images have shape (15680,), expected [N x 28 x 28]"]),
+    "5-D samples": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, images=t["images"][:, None, None]))),
+        ["bad_samples.safetensors: images have shape (20, 1, 1, 28, 28)"]),
+    "32x32 samples": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, images=torch.zeros(20, 32, 32, dtype=torch.uint8)))),
+        ["bad_samples.safetensors: images have shape (20, 32, 32)"]),
+    "samples with labels of the wrong length": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, labels=t["labels"][:7]))),
+        ["bad_samples.safetensors: labels are torch.int64 (7,), expected int64 [20]"]),
+    "float samples in [0, 1]": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, images=t["images"] / 255.0))),
+        ["bad_samples.safetensors: images are torch.float32, expected uint8 pixels 0-255"]),
+    "int64 samples": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, images=t["images"].long()))),
+        ["bad_samples.safetensors: images are torch.int64"]),
+    "samples with labels outside 0-9": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, tensors=lambda t: dict(t, labels=t["labels"] + 5))),
+        ["bad_samples.safetensors: labels hold 5..14, outside the digits 0-9"]),
+    "samples recording an unknown sampler": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), bad_samples(
+            p, tmp, info=lambda i: dict(i, sampler={"sampler": "euler"}))),
+        ["bad_samples.safetensors: info records sampler=euler"]),
+    "more images per row than the samples file holds": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), ckpt(p, "samples_ddim"), num_images=17),
+        ["samples_ddim.safetensors", "holds 16 images, the table needs 17"]),
+    # options
     "unknown schedule": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--schedule", "sigmoid"),
         ["--schedule sigmoid: choose one of linear, cosine"]),
@@ -123,6 +299,9 @@ CASES = {
     "unknown sampler": (
         lambda p, out, tmp, other: sample(p, out, "--sampler", "euler"),
         ["--sampler euler: choose one of ddpm, ddim, dpm++2m, langevin"]),
+    "DDIM eta above 1": (
+        lambda p, out, tmp, other: sample(p, out, "--sampler", "ddim", "--eta", 1.5),
+        ["--eta 1.5: must be in [0, 1]"]),
     "zero training steps": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--steps", 0),
         ["argument --steps: must be a positive integer, got 0"]),
@@ -136,10 +315,6 @@ CASES = {
     "zero images per FID row": (
         lambda p, out, tmp, other: ("evaluate", ["--data-dir", p["data"], "--num-images", 0, "--out-dir", out]),
         ["argument --num-images: must be a positive integer, got 0"]),
-    "more images per row than the samples file holds": (
-        lambda p, out, tmp, other: evaluate(p, out, p["ckpt"] / "vae.safetensors",
-                                            p["ckpt"] / "samples_ddim.safetensors", num_images=17),
-        ["samples_ddim.safetensors", "holds 16 images, the table needs 17"]),
     "negative seed": (
         lambda p, out, tmp, other: sample(p, out, "--seed", -1),
         ["argument --seed: must be in [0, 2**32), got -1"]),
@@ -148,7 +323,10 @@ CASES = {
         ["argument --seed: must be in [0, 2**32), got -1"]),
     "negative guidance": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance", -0.5),
-        ["--guidance -0.5: must be >= 0"]),
+        ["--guidance -0.5: must be a finite number >= 0"]),
+    "infinite guidance": (
+        lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance", "inf"),
+        ["--guidance inf: must be a finite number >= 0"]),
     "digit out of range": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 11),
         ["--digit 11: must be a digit 0-9 or one of all, any, none"]),
@@ -162,10 +340,36 @@ CASES = {
     "--device cuda without a GPU": (
         lambda p, out, tmp, other: ("sample", [*p["models"], "--device", "cuda", "--out", out / "s.safetensors"]),
         ["--device cuda: no CUDA GPU is available"]),
+    # outputs
     "output folder that cannot be written": (
         lambda p, out, tmp, other: sample(p, tmp / "a_file"),
         ["a_file: cannot write output folder"]),
+    "--out naming a directory": (
+        lambda p, out, tmp, other: ("encode_latents", ["--data-dir", p["data"], "--vae", ckpt(p, "vae"),
+                                                       "--out", tmp]),
+        ["scratch: is a directory; name a file to write"]),
+    "samples whose picture would replace a directory": (
+        lambda p, out, tmp, other: ("sample", [*p["models"], *SMOKE, "--out", tmp / "a_dir.safetensors"]),
+        ["a_dir.png: is a directory; name a file to write"]),
 }
+
+
+def truncated_copy(source: Path, path: Path) -> Path:
+    data = source.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def scratch_folder(tmp_path: Path) -> Path:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "a_file").write_text("a file where an output folder should be")
+    (scratch / "a_dir.png").mkdir()
+    return scratch
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -173,12 +377,142 @@ def test_bad_input_is_one_line_and_writes_nothing(case, pipeline, other_vae, tmp
     if case == "--device cuda without a GPU" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     build, fragments = CASES[case]
-    out, scratch = tmp_path / "out", tmp_path / "scratch"
-    scratch.mkdir()
-    (scratch / "a_file").write_text("a file where an output folder should be")
+    out, scratch = tmp_path / "out", scratch_folder(tmp_path)
     script, args = build(pipeline, out, scratch, other_vae)
-    result = run_script(script, *args, check=False)
+    before = files_in(scratch)
+    result = run_inline(script, *args)
     assert_one_line_error(result, *fragments)
     assert result.returncode == 2
-    written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    assert written == [], written
+    assert files_in(out) == [] and files_in(scratch) == before
+
+
+# ---- one damaged file of each kind, refused by every stage that reads it
+
+def stage_command(stage: str, p: dict, out: Path, files: dict) -> list:
+    data, classifier, vae, unet, latents = (files[k] for k in ("data", "classifier", "vae", "unet", "latents"))
+    models = ["--classifier", classifier, "--vae", vae, "--unet", unet]
+    return {
+        "prepare_data": ["--data-dir", data, "--out", out / "data.json"],
+        "train_classifier": ["--data-dir", data, *SMOKE, "--out", out / "c.safetensors"],
+        "train_vae": ["--data-dir", data, *SMOKE, "--out", out / "v.safetensors", "--grid", out / "v.png"],
+        "encode_latents": ["--data-dir", data, "--vae", vae, "--out", out / "l.safetensors"],
+        "train_diffusion": ["--latents", latents, *SMOKE, "--fid-every", 1, "--fid-images", 8, "--data-dir", data,
+                            "--classifier", classifier, "--vae", vae, "--out", out / "u.safetensors"],
+        "sample": ["--unet", unet, "--vae", vae, *SMOKE, "--num-samples", 2, "--out", out / "s.safetensors"],
+        "evaluate": ["--data-dir", data, "--classifier", classifier, "--vae", vae, "--num-images", 16,
+                     "--device", "cpu", "--out-dir", out, "--samples", files["samples"]],
+        "bench": ["--data-dir", data, *SMOKE, *models, "--latents", latents, "--out-dir", out,
+                  "--work-dir", out / "work"],
+        "samplers": ["--data-dir", data, *SMOKE, *models, "--num-images", 8, "--seeds", 0, "--nfe", 2,
+                     "--out-dir", out],
+        "training_length": ["--data-dir", data, *SMOKE, *models, "--latents", latents, "--steps", 2,
+                            "--num-images", 8, "--out-dir", out, "--work-dir", out / "work"],
+    }[stage]
+
+
+# kind: (the damaged file, what the one line says, the stages that read that kind)
+DAMAGED = {
+    "data": (lambda p, tmp: damaged_data(p, tmp / "bad_data", "empty test split"),
+             "bad_data/t10k-images-idx3-ubyte.gz: holds no images",
+             ["prepare_data", "train_classifier", "train_vae", "encode_latents", "train_diffusion", "evaluate",
+              "bench", "samplers", "training_length"]),
+    "latents": (lambda p, tmp: bad_latents(p, tmp, tensors=lambda t: dict(t, test_labels=t["test_labels"] + 10)),
+                "bad_latents.safetensors: test labels hold", ["train_diffusion", "bench", "training_length"]),
+    "classifier": (lambda p, tmp: rewritten(ckpt(p, "classifier"), tmp / "bad_classifier.safetensors", "classifier",
+                                            tensors=with_nan),
+                   "bad_classifier.safetensors: tensor",
+                   ["train_diffusion", "evaluate", "bench", "samplers", "training_length"]),
+    "vae": (lambda p, tmp: rewritten(ckpt(p, "vae"), tmp / "bad_vae.safetensors", "vae", tensors=with_nan),
+            "bad_vae.safetensors: tensor",
+            ["encode_latents", "train_diffusion", "sample", "evaluate", "bench", "samplers", "training_length"]),
+    "unet": (lambda p, tmp: bad_unet(p, tmp, label_frequencies=[1.0]),
+             "bad_unet.safetensors: label frequencies", ["sample", "bench", "samplers", "training_length"]),
+    "samples": (lambda p, tmp: bad_samples(p, tmp, tensors=lambda t: dict(t, images=t["images"].float())),
+                "bad_samples.safetensors: images are torch.float32", ["evaluate"]),
+}
+
+
+@pytest.mark.parametrize("kind, stage", [(kind, stage) for kind, (_, _, stages) in DAMAGED.items() for stage in stages])
+def test_a_damaged_file_of_each_kind_is_refused_by_every_stage_that_reads_it(kind, stage, pipeline, tmp_path):
+    make, fragment, _ = DAMAGED[kind]
+    files = {"data": pipeline["data"], "samples": ckpt(pipeline, "samples_digits"),
+             **{name: ckpt(pipeline, name) for name in ("classifier", "vae", "unet", "latents")}}
+    files[kind] = make(pipeline, tmp_path)
+    out = tmp_path / "out"
+    result = run_inline(stage, *stage_command(stage, pipeline, out, files))
+    assert_one_line_error(result, fragment)
+    assert result.returncode == 2 and files_in(out) == []
+
+
+# ---- writes that fail
+
+
+def fill_the_disk(monkeypatch) -> None:
+    """Every way the stages write a file (bytes, text, PNG) fails as on a full disk."""
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    for owner, name in ((Path, "write_bytes"), (Path, "write_text"), (PIL.Image.Image, "save")):
+        monkeypatch.setattr(owner, name, full)
+
+
+@pytest.mark.parametrize("stage", ["sample", "train_diffusion", "encode_latents", "evaluate"])
+def test_a_full_disk_is_one_line_and_leaves_the_previous_output_alone(stage, pipeline, tmp_path, monkeypatch):
+    p, out = pipeline, tmp_path / "out"
+    command, previous = {
+        "sample": (sample(p, out)[1], out / "s.safetensors"),
+        "train_diffusion": (train_diffusion(p, out)[1], out / "unet.safetensors"),
+        "encode_latents": (["--data-dir", p["data"], "--vae", ckpt(p, "vae"), "--out", out / "l.safetensors"],
+                           out / "l.safetensors"),
+        "evaluate": (evaluate(p, out, ckpt(p, "vae"), ckpt(p, "samples_ddim"))[1], out / "fid.json"),
+    }[stage]
+    out.mkdir()
+    previous.write_bytes(b"the previous good output")
+    fill_the_disk(monkeypatch)
+    result = run_inline(stage, *command)
+    assert_one_line_error(result, "no space left on device writing", str(out))
+    assert result.returncode == 2
+    assert files_in(out) == [previous] and previous.read_bytes() == b"the previous good output"
+
+
+def test_evaluate_writes_no_grid_or_report_when_one_output_cannot_be_written(pipeline, tmp_path):
+    out = tmp_path / "out"
+    (out / "grid_vae.png").mkdir(parents=True)  # a row's grid would replace a directory
+    result = run_inline("evaluate", *evaluate(pipeline, out, ckpt(pipeline, "vae"), ckpt(pipeline, "samples_ddim"))[1])
+    assert_one_line_error(result, "grid_vae.png: is a directory")
+    assert files_in(out) == []
+
+
+def test_outputs_get_the_mode_the_umask_gives_like_any_new_file(pipeline, tmp_path):
+    old = os.umask(0o027)
+    try:
+        result = run_inline("sample", *sample(pipeline, tmp_path)[1])
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    for path in (tmp_path / "s.safetensors", tmp_path / "s.png"):
+        assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_an_idx_header_is_checked_before_the_body_is_decompressed(tmp_path):
+    """A small gzip whose body expands far beyond what its header states is refused after reading
+    the header's worth, not after decompressing it all."""
+    path = tmp_path / "bomb-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write((0x803).to_bytes(4, "big") + (1).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+        for _ in range(50):
+            f.write(bytes(1 << 20))  # 50 MB of zeros, about 50 KB compressed
+    tracemalloc.start()
+    try:
+        with pytest.raises(LdmError, match="too long"):
+            read_idx(path, IMAGES_MAGIC)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak
+
+
+def test_a_guidance_far_above_any_in_use_is_warned_about_in_one_line(pipeline, tmp_path):
+    result = run_inline("sample", *sample(pipeline, tmp_path, "--digit", 3, "--guidance", 1000)[1])
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: guidance 1000 is far above the usual 1-10 (the samples will be saturated); "
+                        "a mistake?"], result.stderr

@@ -1,10 +1,11 @@
+import dataclasses
 import json
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from ldm.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
+from ldm.checkpoint import fingerprint, load_checkpoint, load_model, save_checkpoint, save_model
 from ldm.classifier import Classifier, ClassifierConfig
 from ldm.nn import timestep_embedding
 from ldm.unet import UNet, UNetConfig
@@ -78,9 +79,39 @@ def tampered_unet_file(path, edit_tensors=lambda tensors: tensors, **config_chan
 
 
 def test_config_that_does_not_match_the_tensors_is_refused(tmp_path):
-    path = tampered_unet_file(tmp_path / "u.safetensors", base_channels=16)
+    path = tmp_path / "u.safetensors"
+    save_checkpoint(path, UNet(TINY_UNET).state_dict(), "unet", dict(dataclasses.asdict(TINY_UNET), base_channels=16))
     with pytest.raises(LdmError, match="config does not match its tensors"):
         load_model(path, UNet)
+
+
+def test_edited_metadata_fails_the_fingerprint_and_an_old_fingerprint_is_named(tmp_path):
+    path = tampered_unet_file(tmp_path / "u.safetensors", base_channels=16)
+    with pytest.raises(LdmError, match="tensors or metadata do not match the fingerprint"):
+        load_model(path, UNet)
+    save_model(tmp_path / "v.safetensors", UNet(TINY_UNET))
+    ckpt = load_checkpoint(tmp_path / "v.safetensors", "unet")
+    metadata = {"kind": "unet", "config": json.dumps(ckpt.config), "info": "{}", "fingerprint": fingerprint(ckpt.tensors)}
+    save_file(ckpt.tensors, str(tmp_path / "old.safetensors"), metadata=metadata)  # as ldm 0.x fingerprinted
+    with pytest.raises(LdmError, match="made by an older ldm whose fingerprint does not cover the metadata"):
+        load_model(tmp_path / "old.safetensors", UNet)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"base_channels": "8"}, "config field base_channels = '8' is not of type int"),
+    ({"channel_mult": [1, "2"]}, "config field channel_mult = (1, '2') is not of type tuple"),
+    ({"dropout": True}, "config field dropout = True is not of type float"),
+    ({"base_channels": 0}, "base_channels=0: must be positive"),
+    ({"dropout": 1.0}, "dropout=1.0: must be in [0, 1)"),
+    ({"num_classes": -1}, "num_classes=-1: must be >= 0"),
+    ({"channel_mult": []}, "channel_mult=(): needs at least one level"),
+])
+def test_config_values_of_the_wrong_type_or_range_are_refused_naming_the_field(tmp_path, change, message):
+    path = tmp_path / "u.safetensors"
+    save_checkpoint(path, UNet(TINY_UNET).state_dict(), "unet", dict(dataclasses.asdict(TINY_UNET), **change))
+    with pytest.raises(LdmError) as error:
+        load_model(path, UNet)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
 
 
 def test_truncated_foreign_and_missing_files_are_refused(tmp_path):

@@ -107,7 +107,8 @@ def test_sampler_config_validates_once_and_names_itself():
     assert [SamplerConfig("ddpm", 100).label, SamplerConfig("ddpm", 1000, variance="beta").label,
             SamplerConfig("ddim", 20, eta=0.5).label, SamplerConfig("langevin").label] == \
         ["DDPM-100", "DDPM-1000 σ²=β", "DDIM-20 η=0.5", "Langevin-100"]
-    for bad, field in (({"sampler": "euler"}, "sampler"), ({"variance": "sigma"}, "variance"), ({"eta": -1}, "eta")):
+    for bad, field in (({"sampler": "euler"}, "sampler"), ({"variance": "sigma"}, "variance"), ({"eta": -1}, "eta"),
+                       ({"eta": 1.5}, "eta")):
         with pytest.raises(ConfigError) as error:
             SamplerConfig(**bad)
         assert error.value.field == field

@@ -1,0 +1,89 @@
+"""Samples files: the images one sampling run made (scripts/sample.py), the digits they were
+prompted with, and how they were made; scripts/evaluate.py scores them. Written and read here,
+and checked on reading like every file that travels between stages.
+
+Tensors: images uint8 [N x 28 x 28]; labels int64 [N] when prompted. Info: sampler (a
+SamplerConfig's fields), digit, guidance (None without labels), conditional, vae_fingerprint
+and the run's other settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .data import IMAGE_SIZE, NUM_CLASSES
+from .pipeline import parse_digit
+from .sampling import SamplerConfig
+from .utils import ConfigError, LdmError, is_number
+
+KIND = "samples"
+
+
+@dataclass
+class Samples:
+    images: torch.Tensor  # uint8 [N x 28 x 28]
+    labels: torch.Tensor | None  # int64 [N], the prompted digits; None for the "no label" branch
+    checkpoint: Checkpoint
+
+    @property
+    def info(self) -> dict:
+        return self.checkpoint.info
+
+    @property
+    def path(self) -> Path:
+        return self.checkpoint.path
+
+
+def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor | None, info: dict) -> str:
+    tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
+    return save_checkpoint(path, tensors, KIND, info=info)
+
+
+def load_samples(path: str | os.PathLike) -> Samples:
+    """Read a samples file and check it (see `samples_problem`); any problem is one LdmError naming it."""
+    ckpt = load_checkpoint(path, KIND)
+    problem = samples_problem(ckpt.tensors, ckpt.info)
+    if problem:
+        raise LdmError(f"{path}: {problem}; rerun `make sample`")
+    return Samples(ckpt.tensors["images"], ckpt.tensors.get("labels"), ckpt)
+
+
+def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
+    """What is wrong with a samples file's tensors and info, or None."""
+    unexpected = sorted(set(tensors) - {"images", "labels"})
+    if unexpected:
+        return f"unexpected tensors {', '.join(unexpected)}"
+    images, labels = tensors.get("images"), tensors.get("labels")
+    if images is None:
+        return "no 'images' tensor"
+    if images.dtype != torch.uint8:
+        return f"images are {images.dtype}, expected uint8 pixels 0-255"
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        return f"images have shape {tuple(images.shape)}, expected [N x {IMAGE_SIZE} x {IMAGE_SIZE}]"
+    if len(images) == 0:
+        return "holds no images"
+    if labels is not None:
+        if labels.dtype != torch.int64 or labels.shape != (len(images),):
+            return f"labels are {labels.dtype} {tuple(labels.shape)}, expected int64 [{len(images)}]"
+        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+            return f"labels hold {labels.min().item()}..{labels.max().item()}, outside the digits 0-9"
+    try:
+        SamplerConfig(**info["sampler"])
+        parse_digit(info["digit"])
+    except (KeyError, TypeError) as e:
+        return f"info lacks or mistypes how the samples were made ({type(e).__name__}: {e})"
+    except ConfigError as e:
+        return f"info records {e}"
+    guidance = info.get("guidance")
+    if (guidance is None) != (labels is None):
+        return "info's guidance and the labels disagree (both or neither are expected)"
+    if guidance is not None and not (is_number(guidance) and guidance >= 0):
+        return f"info records guidance {guidance!r}, expected a finite number >= 0"
+    if not isinstance(info.get("conditional"), bool) or not isinstance(info.get("vae_fingerprint"), str):
+        return "info lacks whether the UNet was conditional, or the VAE's fingerprint"
+    return None

@@ -55,7 +55,7 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str,
                     config: dict | None = None, info: dict | None = None) -> str:
-    """Write atomically; return the tensors' fingerprint."""
+    """Write atomically; return the fingerprint (of the tensors, kind, config and info)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {"kind": kind, "config": json.dumps(config or {}), "info": json.dumps(info or {})}
     fp = fingerprint(tensors, _trusted_metadata(metadata))
@@ -140,11 +140,11 @@ def build_config(config_class, config: dict, path: Path):
     value must have its field's type, and the config's own checks (`__post_init__`) must pass."""
     if not isinstance(config, dict):
         raise LdmError(f"{path}: {config_class.__name__} is a {type(config).__name__}, expected a JSON object")
-    types = typing.get_type_hints(config_class)
+    hints = typing.get_type_hints(config_class)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     for name, value in values.items():
-        if name in types and not _has_type(value, types[name]):
-            raise LdmError(f"{path}: config field {name} = {value!r} is not of type {_type_name(types[name])}")
+        if name in hints and not _has_type(value, hints[name]):
+            raise LdmError(f"{path}: config field {name} = {value!r} is not of type {_type_name(hints[name])}")
     try:
         return config_class(**values)
     except (TypeError, ConfigError) as e:

@@ -194,6 +194,11 @@ CASES = {
         lambda p, out, tmp, other: evaluate(p, out, rewritten(ckpt(p, "vae"), tmp / "nan.safetensors", "vae",
                                                               tensors=with_nan), ckpt(p, "samples_ddim")),
         ["nan.safetensors: tensor", "holds NaN or infinite values"]),
+    "classifier whose features overflow": (
+        lambda p, out, tmp, other: evaluate(p, out, ckpt(p, "vae"), ckpt(p, "samples_ddim"), classifier=rewritten(
+            ckpt(p, "classifier"), tmp / "huge.safetensors", "classifier",
+            tensors=lambda t: {k: v * 1e30 if v.is_floating_point() else v for k, v in t.items()})),
+        ["the classifier's features are not finite"]),
     # metadata
     "UNet whose scale factor was edited to 0": (
         lambda p, out, tmp, other: sample(p, out, "--unet", edited(
@@ -410,6 +415,11 @@ def stage_command(stage: str, p: dict, out: Path, files: dict) -> list:
     }[stage]
 
 
+def good_files(p: dict) -> dict:
+    return {"data": p["data"], "samples": ckpt(p, "samples_digits"),
+            **{name: ckpt(p, name) for name in ("classifier", "vae", "unet", "latents")}}
+
+
 # kind: (the damaged file, what the one line says, the stages that read that kind)
 DAMAGED = {
     "data": (lambda p, tmp: damaged_data(p, tmp / "bad_data", "empty test split"),
@@ -435,13 +445,24 @@ DAMAGED = {
 @pytest.mark.parametrize("kind, stage", [(kind, stage) for kind, (_, _, stages) in DAMAGED.items() for stage in stages])
 def test_a_damaged_file_of_each_kind_is_refused_by_every_stage_that_reads_it(kind, stage, pipeline, tmp_path):
     make, fragment, _ = DAMAGED[kind]
-    files = {"data": pipeline["data"], "samples": ckpt(pipeline, "samples_digits"),
-             **{name: ckpt(pipeline, name) for name in ("classifier", "vae", "unet", "latents")}}
-    files[kind] = make(pipeline, tmp_path)
+    files = dict(good_files(pipeline), **{kind: make(pipeline, tmp_path)})
     out = tmp_path / "out"
     result = run_inline(stage, *stage_command(stage, pipeline, out, files))
     assert_one_line_error(result, fragment)
     assert result.returncode == 2 and files_in(out) == []
+
+
+@pytest.mark.parametrize("stage", ["train_classifier", "train_vae", "train_diffusion"])
+def test_a_damaged_training_snapshot_is_refused_naming_it(stage, pipeline, tmp_path):
+    out = tmp_path / "out"
+    command = stage_command(stage, pipeline, out, good_files(pipeline))
+    output = Path(command[command.index("--out") + 1])
+    snapshot = output.with_name(f"{output.stem}.state.safetensors")
+    out.mkdir()
+    snapshot.write_bytes(b"not a snapshot")
+    result = run_inline(stage, *command)
+    assert_one_line_error(result, f"{snapshot}: not a readable safetensors file")
+    assert result.returncode == 2 and files_in(out) == [snapshot]
 
 
 # ---- writes that fail

@@ -36,9 +36,11 @@ def torchrun(*args, nproc: int = 2, check: bool = True, **popen) -> subprocess.C
     return result
 
 
-def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5) -> None:
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 5e-5) -> None:
     """Every tensor within relative error ‖a − b‖ / ‖b‖ ≤ rtol (float32 sums in another order
-    differ by ~1e-7 a step; Adam's normalisation lets that grow over a run)."""
+    differ by ~1e-7 a step; Adam's normalisation lets that grow over a run). The largest seen is
+    1.13e-5 (the classifier's first conv bias after 30 steps, on an AVX2 AMD EPYC; other CPUs
+    round otherwise); a sharding bug changes the gradients themselves, not their last bits."""
     assert a.keys() == b.keys()
     for name in a:
         error = (a[name] - b[name]).norm() / b[name].norm().clamp(min=1e-12)

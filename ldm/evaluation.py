@@ -164,7 +164,8 @@ def fid_report(classifier: Classifier, classifier_ckpt: Checkpoint, vae: VAE, va
         images, labels = loaded.images, loaded.labels
         if len(images) < n:
             raise LdmError(f"{path}: holds {len(images)} images, the table needs {n} per row")
-        check_made_with_vae(path, loaded.info["vae_fingerprint"], vae_ckpt, "rerun `make sample`")  # a stale file beside a retrained VAE
+        # a stale file beside a retrained VAE
+        check_made_with_vae(path, loaded.info["vae_fingerprint"], vae_ckpt, "rerun `make sample`")
         diffusion_rows.append((f"Diffusion {samples_row_name(loaded.info)}", images[:n],
                                None if labels is None else labels[:n], dict(loaded.info, file=str(path)), False))
     validation = validation_images(train_images, n, generator)

@@ -115,7 +115,8 @@ def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
         if len(mean) == 0:
             return f"no {split} latents"
         if mean.shape[1:] != tensors["train_mean"].shape[1:]:
-            return f"test latents are {tuple(mean.shape[1:])}, training latents {tuple(tensors['train_mean'].shape[1:])}"
+            train_shape = tuple(tensors["train_mean"].shape[1:])
+            return f"test latents are {tuple(mean.shape[1:])}, training latents {train_shape}"
         if labels.dtype != torch.int64 or labels.shape != (len(mean),):
             return f"{split} labels are {labels.dtype} {tuple(labels.shape)}, expected int64 [{len(mean)}]"
         if labels.min() < 0 or labels.max() >= NUM_CLASSES:

@@ -129,5 +129,6 @@ def write_report(report: dict, out_dir: str | os.PathLike) -> str:
     with written_together():
         plot_lengths(report, out_dir / "training_length.png")
         write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n")
-        write_text_atomic(out_dir / "training_length.md", table + "\n![FID against training steps](training_length.png)\n")
+        write_text_atomic(out_dir / "training_length.md",
+                          table + "\n![FID against training steps](training_length.png)\n")
     return table

@@ -83,7 +83,8 @@ class LatentDiffusion:
         device = resolve_device(device) if isinstance(device, str) else device
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
         vae, vae_ckpt = load_model(vae_path, VAE, device)
-        check_made_with_vae(unet_path, unet_ckpt.info.get("vae_fingerprint"), vae_ckpt, "rerun `make latents diffusion`")
+        check_made_with_vae(unet_path, unet_ckpt.info.get("vae_fingerprint"), vae_ckpt,
+                            "rerun `make latents diffusion`")
         problem = unet_info_problem(unet_ckpt.info, unet.config.num_classes)
         if problem:
             raise LdmError(f"{unet_ckpt.path}: {problem}; rerun `make diffusion`")
@@ -144,7 +145,8 @@ class LatentDiffusion:
         the run (a diverged model or an absurd guidance scale would otherwise give black images)."""
         unet = self.unet_ckpt.path if self.unet_ckpt is not None else "the UNet in training"
         check_finite(z, f"{unet}: its sampled latents are")
-        return check_finite(self.vae.decode(z.float() / self.scale_factor), f"{self.vae_ckpt.path}: its decoded images are")
+        images = self.vae.decode(z.float() / self.scale_factor)
+        return check_finite(images, f"{self.vae_ckpt.path}: its decoded images are")
 
     @torch.no_grad()
     def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,

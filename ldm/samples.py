@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IMAGE_SIZE, NUM_CLASSES
 from .pipeline import parse_digit
 from .sampling import SamplerConfig
@@ -28,15 +27,7 @@ KIND = "samples"
 class Samples:
     images: torch.Tensor  # uint8 [N x 28 x 28]
     labels: torch.Tensor | None  # int64 [N], the prompted digits; None for the "no label" branch
-    checkpoint: Checkpoint
-
-    @property
-    def info(self) -> dict:
-        return self.checkpoint.info
-
-    @property
-    def path(self) -> Path:
-        return self.checkpoint.path
+    info: dict  # how they were made
 
 
 def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor | None, info: dict) -> str:
@@ -50,7 +41,7 @@ def load_samples(path: str | os.PathLike) -> Samples:
     problem = samples_problem(ckpt.tensors, ckpt.info)
     if problem:
         raise LdmError(f"{path}: {problem}; rerun `make sample`")
-    return Samples(ckpt.tensors["images"], ckpt.tensors.get("labels"), ckpt)
+    return Samples(ckpt.tensors["images"], ckpt.tensors.get("labels"), ckpt.info)
 
 
 def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:

@@ -126,12 +126,15 @@ class Monitor:
             self.write(step, check.kind, dict(values, seconds=time.time() - start), images)
         model.train()
 
-    def close(self) -> None:
+    def close(self, discard: bool = False) -> None:
+        """Close the log (and TensorBoard); with `discard`, remove the log too."""
         if self._file is not None:
             try:
                 self._file.close()
             except OSError:  # a failed write was reported already; closing retries its flush
                 pass
+            if discard:
+                self.path.unlink(missing_ok=True)
         if self._writer is not None:
             self._writer.close()
         self._file = self._writer = None

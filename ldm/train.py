@@ -81,7 +81,8 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     with an LdmError naming it, before any snapshot of the diverged weights is written. With a
     `snapshot`, the run resumes from it when possible and rank 0 saves it when due. With a
     `monitor`, the read-back metrics and the learning rate are logged after step 1, every
-    `log_interval` steps and at the end, and the `checks` run when due (monitor.py).
+    `log_interval` steps and at the end, and the `checks` run when due (monitor.py); a run that
+    fails with no snapshot to resume from removes its log.
     """
     steps, lr = settings.steps, settings.lr
     distributed.check_divisible("batch_size", settings.batch_size)
@@ -131,6 +132,10 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                 check_finite()
                 if distributed.is_main():
                     snapshot.save(done, model, optimizer, ema, logged)
+    except BaseException:
+        if monitor is not None and not (snapshot is not None and snapshot.path.is_file()):
+            monitor.close(discard=True)  # nothing to resume from: the failed run leaves no log either
+        raise
     finally:
         if monitor is not None:
             monitor.close()

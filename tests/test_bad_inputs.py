@@ -468,11 +468,14 @@ def test_a_damaged_training_snapshot_is_refused_naming_it(stage, pipeline, tmp_p
 # ---- writes that fail
 
 
-def fill_the_disk(monkeypatch) -> None:
-    """Every way the stages write a file (bytes, text, PNG) fails as on a full disk."""
+WRITERS = ((Path, "write_bytes"), (Path, "write_text"), (PIL.Image.Image, "save"))  # bytes, text, PNG
+
+
+def fill_the_disk(monkeypatch, writers=WRITERS) -> None:
+    """The ways the stages write a file (by default all of them) fail as on a full disk."""
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    for owner, name in ((Path, "write_bytes"), (Path, "write_text"), (PIL.Image.Image, "save")):
+    for owner, name in writers:
         monkeypatch.setattr(owner, name, full)
 
 
@@ -493,6 +496,15 @@ def test_a_full_disk_is_one_line_and_leaves_the_previous_output_alone(stage, pip
     assert_one_line_error(result, "no space left on device writing", str(out))
     assert result.returncode == 2
     assert files_in(out) == [previous] and previous.read_bytes() == b"the previous good output"
+
+
+def test_a_disk_that_fills_during_training_leaves_no_log_when_there_is_nothing_to_resume(pipeline, tmp_path,
+                                                                                        monkeypatch):
+    out = tmp_path / "out"
+    fill_the_disk(monkeypatch, [(Path, "write_bytes")])  # the log is written; the first snapshot is not
+    result = run_inline("train_diffusion", *train_diffusion(pipeline, out)[1])
+    assert_one_line_error(result, f"no space left on device writing {out / 'unet.state.safetensors'}")
+    assert files_in(out) == []
 
 
 def test_evaluate_writes_no_grid_or_report_when_one_output_cannot_be_written(pipeline, tmp_path):

@@ -108,8 +108,12 @@ def training_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 
 def training_monitor(args: argparse.Namespace) -> Monitor:
-    """The Monitor of a training stage's flags; --tensorboard without the package is refused here."""
-    return Monitor(training_outputs(args)[1], args.tensorboard)
+    """The Monitor of a training stage's flags; --tensorboard without the package, or naming a
+    folder that cannot be written, is refused here."""
+    monitor = Monitor(training_outputs(args)[1], args.tensorboard)
+    if args.tensorboard is not None:
+        check_writable(Path(args.tensorboard) / "events")
+    return monitor
 
 
 def draw_curves(args: argparse.Namespace, title: str) -> None:

@@ -96,7 +96,10 @@ class Monitor:
         if self.tensorboard is not None:
             from torch.utils.tensorboard import SummaryWriter
             # purge_step hides the events a killed run wrote after its snapshot
-            self._writer = SummaryWriter(str(self.tensorboard), purge_step=start or None)
+            try:
+                self._writer = SummaryWriter(str(self.tensorboard), purge_step=start or None)
+            except OSError as e:
+                raise write_error(self.tensorboard, e) from e
 
     def write(self, step: int, kind: str, values: dict, images: torch.Tensor | None = None) -> None:
         if self._file is None:

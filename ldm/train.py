@@ -88,8 +88,6 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     distributed.check_divisible("batch_size", settings.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, logged = snapshot.restore(model, optimizer, ema) if snapshot is not None else (0, {})
-    if monitor is not None:
-        monitor.open(start)
     model.train()
     never = torch.tensor(steps, device=next(model.parameters()).device)
     first_bad_step = never
@@ -102,6 +100,8 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, disable=not progress)
     try:
+        if monitor is not None:
+            monitor.open(start)
         for step in bar:
             done = step + 1
             for group in optimizer.param_groups:

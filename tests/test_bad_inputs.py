@@ -349,6 +349,9 @@ CASES = {
     "output folder that cannot be written": (
         lambda p, out, tmp, other: sample(p, tmp / "a_file"),
         ["a_file: cannot write output folder"]),
+    "--tensorboard naming a file": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--tensorboard", tmp / "a_file"),
+        ["a_file: cannot write output folder"]),
     "--out naming a directory": (
         lambda p, out, tmp, other: ("encode_latents", ["--data-dir", p["data"], "--vae", ckpt(p, "vae"),
                                                        "--out", tmp]),

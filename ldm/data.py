@@ -119,6 +119,16 @@ def load_mnist(data_dir: str | os.PathLike, split: str) -> tuple[torch.Tensor, t
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
+def labels_problem(labels: torch.Tensor, n: int) -> str | None:
+    """What is wrong with digit labels read from a file (a latent cache, samples), or None: they
+    must be int64 [n] in 0-9."""
+    if labels.dtype != torch.int64 or labels.shape != (n,):
+        return f"labels are {labels.dtype} {tuple(labels.shape)}, expected int64 [{n}]"
+    if n and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        return f"labels hold {labels.min().item()}..{labels.max().item()}, outside the digits 0-9"
+    return None
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float [N, 1, 28, 28] in [0, 1], the range every model takes."""
     return images.unsqueeze(1).float().div_(255.0)

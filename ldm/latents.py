@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import NUM_CLASSES, to_float
+from .data import labels_problem, to_float
 from .utils import LdmError, check_finite, is_number
 from .vae import VAE
 
@@ -99,6 +99,13 @@ def load_latent_cache(path: str | os.PathLike, device: torch.device | str = "cpu
                        vae_fingerprint=ckpt.info["vae_fingerprint"], info=dict(ckpt.info, fingerprint=ckpt.fingerprint))
 
 
+def scale_factor_problem(scale) -> str | None:
+    """What is wrong with a recorded scale factor (a latent cache's, a UNet's), or None."""
+    if not is_number(scale) or scale <= 0:
+        return f"scale factor {scale!r}, expected a finite number > 0"
+    return None
+
+
 def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
     """What is wrong with a latent cache's tensors and info, or None: every tensor present, float
     posteriors [N x C x H x W] (both splits alike, μ and log σ² alike, N > 0), int64 labels [N] of
@@ -117,13 +124,12 @@ def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
         if mean.shape[1:] != tensors["train_mean"].shape[1:]:
             train_shape = tuple(tensors["train_mean"].shape[1:])
             return f"test latents are {tuple(mean.shape[1:])}, training latents {train_shape}"
-        if labels.dtype != torch.int64 or labels.shape != (len(mean),):
-            return f"{split} labels are {labels.dtype} {tuple(labels.shape)}, expected int64 [{len(mean)}]"
-        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-            return f"{split} labels hold {labels.min().item()}..{labels.max().item()}, outside the digits 0-9"
-    scale = info.get("scale_factor")
-    if not is_number(scale) or scale <= 0:
-        return f"scale factor {scale!r}, expected a finite number > 0"
+        problem = labels_problem(labels, len(mean))
+        if problem:
+            return f"{split} {problem}"
+    problem = scale_factor_problem(info.get("scale_factor"))
+    if problem:
+        return problem
     if not isinstance(info.get("vae_fingerprint"), str):
         return "no fingerprint of the VAE that made it"
     return None

@@ -19,6 +19,7 @@ from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_mode
 from .data import NUM_CLASSES, to_uint8
 from .diffusion import Diffusion, DiffusionConfig
 from .guidance import PROMPT_GUIDANCE
+from .latents import scale_factor_problem
 from .sampling import DEFAULT_SAMPLER, Callback, SamplerConfig
 from .unet import UNet
 from .utils import ConfigError, LdmError, check_choice, check_finite, is_number, resolve_device
@@ -45,9 +46,9 @@ def unet_info_problem(info: dict, num_classes: int) -> str | None:
     class-conditional UNet one finite non-negative frequency per digit, not all zero."""
     if not isinstance(info.get("diffusion"), dict):
         return "no diffusion config recorded"
-    scale = info.get("scale_factor")
-    if not is_number(scale) or scale <= 0:
-        return f"scale factor {scale!r}, expected a finite number > 0"
+    problem = scale_factor_problem(info.get("scale_factor"))
+    if problem:
+        return problem
     frequencies = info.get("label_frequencies")
     if num_classes and frequencies is not None and not (
             isinstance(frequencies, list) and len(frequencies) == num_classes

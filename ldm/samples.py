@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import IMAGE_SIZE, NUM_CLASSES
+from .data import IMAGE_SIZE, labels_problem
 from .pipeline import parse_digit
 from .sampling import SamplerConfig
 from .utils import ConfigError, LdmError, is_number
@@ -58,11 +58,9 @@ def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
         return f"images have shape {tuple(images.shape)}, expected [N x {IMAGE_SIZE} x {IMAGE_SIZE}]"
     if len(images) == 0:
         return "holds no images"
-    if labels is not None:
-        if labels.dtype != torch.int64 or labels.shape != (len(images),):
-            return f"labels are {labels.dtype} {tuple(labels.shape)}, expected int64 [{len(images)}]"
-        if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-            return f"labels hold {labels.min().item()}..{labels.max().item()}, outside the digits 0-9"
+    problem = None if labels is None else labels_problem(labels, len(images))
+    if problem:
+        return problem
     try:
         SamplerConfig(**info["sampler"])
         parse_digit(info["digit"])

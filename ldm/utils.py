@@ -95,13 +95,17 @@ def write_error(path: str | os.PathLike, e: OSError) -> LdmError:
     return LdmError(f"cannot write {path} ({e.strerror or e})")
 
 
+def _refuse_directory(path: Path) -> None:
+    if path.is_dir():
+        raise LdmError(f"{path}: is a directory; name a file to write")
+
+
 def check_writable(*paths: str | os.PathLike) -> None:
     """Fail before any work is done if an output names a directory, or its folder cannot be
     created or written."""
     for path in paths:
         path = Path(path)
-        if path.is_dir():
-            raise LdmError(f"{path}: is a directory; name a file to write")
+        _refuse_directory(path)
         folder = path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -150,8 +154,7 @@ class _Outputs:
 
     def commit(self) -> None:
         for _, path in self.pending:  # before the first rename, so that none happens
-            if path.is_dir():
-                raise LdmError(f"{path}: is a directory; name a file to write")
+            _refuse_directory(path)
         mask = os.umask(0)  # mkstemp makes files private; give them the mode any new file gets
         os.umask(mask)
         for tmp, path in self.pending:

@@ -20,7 +20,7 @@ from .data import default_data_dir
 from .monitor import Monitor, curves_path, log_path, read_log
 from .plots import plot_training_log
 from .presets import Preset, get_preset
-from .utils import DEVICES, ConfigError, LdmError, check_writable, resolve_device
+from .utils import DEVICES, ConfigError, LdmError, check_folder_writable, check_writable, resolve_device
 
 
 class StageParser(argparse.ArgumentParser):
@@ -112,7 +112,7 @@ def training_monitor(args: argparse.Namespace) -> Monitor:
     folder that cannot be written, is refused here."""
     monitor = Monitor(training_outputs(args)[1], args.tensorboard)
     if args.tensorboard is not None:
-        check_writable(Path(args.tensorboard) / "events")
+        check_folder_writable(args.tensorboard)
     return monitor
 
 

@@ -100,19 +100,24 @@ def _refuse_directory(path: Path) -> None:
         raise LdmError(f"{path}: is a directory; name a file to write")
 
 
+def check_folder_writable(folder: str | os.PathLike) -> None:
+    """Fail before any work is done if an output folder cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise _folder_error(folder, e) from e
+
+
 def check_writable(*paths: str | os.PathLike) -> None:
     """Fail before any work is done if an output names a directory, or its folder cannot be
     created or written."""
     for path in paths:
         path = Path(path)
         _refuse_directory(path)
-        folder = path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as e:
-            raise _folder_error(folder, e) from e
+        check_folder_writable(path.parent)
 
 
 def check_finite(tensor: torch.Tensor, what: str) -> torch.Tensor:

@@ -95,15 +95,15 @@ $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safeten
 
 # The default sampler (ldm/sampling.py: DEFAULT_SAMPLER at its default steps, chosen by `make
 # samplers`), DDIM-50 for comparison, and digit prompts 0-9 in turn with the default sampler and
-# the preset's guidance, with a picture of the denoising chain.
+# the default guidance (ldm/prompt.py), with a picture of the denoising chain.
 $(CKPT)/samples_default.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+	$(LAUNCH) scripts.sample --num-samples $(N) $(COMMON) $(COMPILE_FLAG) --out $@
 
 $(CKPT)/samples_ddim.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --sampler ddim --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@
+	$(LAUNCH) scripts.sample --sampler ddim --num-samples $(N) $(COMMON) $(COMPILE_FLAG) --out $@
 
 $(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --digit all --strip --num-samples $(N) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) \
+	$(LAUNCH) scripts.sample --digit all --strip --num-samples $(N) $(COMMON) $(COMPILE_FLAG) \
 		--out $@
 
 $(REPORTS)/toy/toy.json: $(VENV)/.installed
@@ -116,7 +116,7 @@ $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
 
 $(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
-	$(RUN) scripts.samplers --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS)
+	$(RUN) scripts.samplers --data-dir $(DATA) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS)
 
 $(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) \

@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 
 from .images import save_grid  # noqa: E402  (after __version__, which the modules import)
 from .pipeline import LatentDiffusion  # noqa: E402
+from .prompt import Prompt  # noqa: E402
 
-__all__ = ["LatentDiffusion", "save_grid", "__version__"]
+__all__ = ["LatentDiffusion", "Prompt", "save_grid", "__version__"]

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,16 +25,19 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import check_made_with_vae, load_model
 from .classifier import Classifier
-from .data import load_mnist
-from .evaluation import RealFeatures, bench_markdown, row_name, score_images, validation_images
-from .guidance import PROMPT_GUIDANCE
+from .data import NUM_CLASSES, load_mnist
+from .distributed import describe_device
 from .images import digit_rows, save_rows
 from .latents import load_latent_cache
+from .outputs import write_text_atomic, written_together
 from .pipeline import LatentDiffusion
 from .presets import Preset
+from .prompt import PROMPT_GUIDANCE, Prompt
+from .runtime import RunContext
+from .samples import row_name
 from .sampling import SamplerConfig
-from .stages import save_unet, train_unet
-from .utils import describe_device, write_text_atomic, written_together
+from .scoring import Scorer, validation_images
+from .stages import train_unet
 
 DDIM_STEPS = (10, 20, 50, 100, 250)
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 4.0)  # PROMPT_GUIDANCE is added if missing
@@ -48,51 +52,59 @@ TRAINING_CHOICES = {
 }
 
 
-def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLike, vae_path: str | os.PathLike,
-              unet_path: str | os.PathLike, latents_path: str | os.PathLike, num_images: int, skip_training: bool,
-              out_dir: str | os.PathLike, work_dir: str | os.PathLike, seed: int, device: torch.device,
-              compile: bool = False, progress: bool = True) -> str:
+@dataclass(frozen=True)
+class BenchInputs:
+    """The files `make bench` reads: the `make all` checkpoints and the data."""
+    data_dir: str
+    classifier: str | os.PathLike
+    vae: str | os.PathLike
+    unet: str | os.PathLike
+    latents: str | os.PathLike
+
+
+def run_bench(preset: Preset, inputs: BenchInputs, run: RunContext, *, num_images: int, skip_training: bool,
+              out_dir: str | os.PathLike, work_dir: str | os.PathLike) -> str:
     """Run every study; write bench.json, bench.md, bench_digits.png (one row per digit) and
     bench_process.png (x̂_0 across the chain) into `out_dir`; return the table. DDPM-1000 rows
     use the preset's smaller subset, and every row is also scored on that subset."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
-    n = num_images
+    n, seed, device = num_images, run.seed, run.device
     subset = min(n, preset.bench.ddpm1000_images)
     # every input is read and checked before any work
-    classifier, classifier_ckpt = load_model(classifier_path, Classifier, device)
-    train_images, _ = load_mnist(data_dir, "train")
-    test_images, _ = load_mnist(data_dir, "test")
-    model = LatentDiffusion.load(unet_path, vae_path, device, compile=compile)
-    cache = None if skip_training else load_latent_cache(latents_path, device)
+    classifier, classifier_ckpt = load_model(inputs.classifier, Classifier, device)
+    train_images, _ = load_mnist(inputs.data_dir, "train")
+    test_images, _ = load_mnist(inputs.data_dir, "test")
+    model = LatentDiffusion.load(inputs.unet, inputs.vae, device, compile=run.compile)
+    cache = None if skip_training else load_latent_cache(inputs.latents, device)
     if cache is not None:
-        check_made_with_vae(latents_path, cache.vae_fingerprint, model.vae_ckpt, "rerun `make latents`")
+        check_made_with_vae(inputs.latents, cache.vae_fingerprint, model.vae_ckpt, "rerun `make latents`")
     validation = validation_images(train_images, n, torch.Generator().manual_seed(seed))
-    real = RealFeatures.compute(classifier, train_images, test_images, device, progress=progress)
+    scorer = Scorer.compute(classifier, train_images, test_images, device, progress=run.progress)
     rows = []
 
     def score(study: str, name: str, images: torch.Tensor, labels=None, seconds=None, **extra) -> None:
         row = {"study": study, "name": name, "images": len(images),
-               **score_images(classifier, real, images, device, labels=labels, from_training_set=study == "floor",
-                              fid_subset=subset)}
+               **scorer(images, labels=labels, from_training_set=study == "floor", fid_subset=subset)}
         if seconds is not None:
             row["images_per_second"] = len(images) / seconds
         rows.append(dict(row, **extra))
         tqdm.write(f"{study:>9} | {name:<36} FID {row['fid']:8.3f}  precision {row['precision']:.3f}  "
                    f"recall {row['recall']:.3f}" + (f"  {row['images_per_second']:.1f} img/s" if seconds else ""))
 
-    def sample_and_score(study: str, model: LatentDiffusion, count: int, sampler: SamplerConfig, digit=None,
-                         guidance=None, name: str | None = None, **extra) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Sample `count` images prompted with `digit` (see LatentDiffusion.prompt), time and score
-        them; return (images, prompted labels)."""
-        digit, labels, guidance = model.prompt(digit, count, seed, guidance)
+    def sample_and_score(study: str, model: LatentDiffusion, count: int, sampler: SamplerConfig,
+                         prompt: Prompt | None = None, name: str | None = None,
+                         **extra) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample `count` images of `prompt` (unset: the model's default), time and score them;
+        return (images, prompted labels)."""
+        prompt = prompt or model.prompt()
+        labels = prompt.labels(count, seed, model.label_frequencies)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.time()
-        images = model.sample(count, sampler, labels=labels, guidance=guidance, seed=seed,
-                              batch_size=preset.sample_batch_size, progress=progress)
-        score(study, name or row_name(sampler, digit, guidance, bool(model.num_classes)), images,
-              labels=labels if digit not in ("any", "none") else None, seconds=time.time() - start,
-              sampler=dataclasses.asdict(sampler), digit=digit, guidance=None if labels is None else guidance, **extra)
+        images = model.sample(count, sampler, prompt, seed=seed, progress=run.progress)
+        score(study, name or row_name(sampler, prompt, bool(model.num_classes)), images,
+              labels=labels if prompt.digit not in ("any", "none") else None, seconds=time.time() - start,
+              sampler=dataclasses.asdict(sampler), digit=prompt.digit, guidance=prompt.guidance, **extra)
         return images, labels
 
     # 1. the floor, at the same sizes as every other row
@@ -106,40 +118,78 @@ def run_bench(preset: Preset, *, data_dir: str, classifier_path: str | os.PathLi
         sample_and_score("sampler", model, count, sampler)
     if model.num_classes:
         for sampler in (SamplerConfig("ddim", 50), SamplerConfig("ddpm", 100)):
-            sample_and_score("sampler", model, n, sampler, digit="none")
-    _, strip_labels, _ = model.prompt(None, 8, seed)
-    save_rows(model.denoising_strip(8, SamplerConfig("ddim", 50), seed=seed, labels=strip_labels),
-              out_dir / "bench_process.png")
+            sample_and_score("sampler", model, n, sampler, Prompt("none"))
+    strip = model.denoising_strip(8, SamplerConfig("ddim", 50), model.prompt(), seed=seed)
 
     # 3. digit prompts with classifier-free guidance, DDIM-50
+    digits = None  # the rows of bench_digits.png
     if model.num_classes:
         for scale in sorted(set(GUIDANCE_SCALES) | {PROMPT_GUIDANCE}):
-            images, labels = sample_and_score("guidance", model, n, SamplerConfig("ddim", 50), digit="all",
-                                              guidance=scale)
+            images, labels = sample_and_score("guidance", model, n, SamplerConfig("ddim", 50), Prompt("all", scale))
             if scale == PROMPT_GUIDANCE and n >= 10:
-                save_rows(digit_rows(images, labels, min(10, n // 10)), out_dir / "bench_digits.png")
+                digits = digit_rows(images, labels, min(10, n // 10))
 
     # 4. training choices at equal steps, each sampled with DDIM-50
     if cache is not None:
         settings = dataclasses.replace(preset.unet, steps=preset.bench.train_steps)
         for name, change in TRAINING_CHOICES.items():
             diffusion_config = dataclasses.replace(preset.diffusion, **change)
-            ema_model, raw_model, info = train_unet(cache, preset.unet_model, diffusion_config, settings, seed=seed,
-                                                    device=device, progress=progress, desc=name, compile=compile)
+            trained = train_unet(cache, preset.unet_model, diffusion_config, settings, run, desc=name)
             path = work_dir / f"unet_{len(rows)}.safetensors"
-            save_unet(path, ema_model, raw_model, info)
-            trained = LatentDiffusion.load(path, vae_path, device, compile=compile)
-            sample_and_score("training", trained, n, SamplerConfig("ddim", 50), name=name, train_steps=settings.steps,
-                             latents_per_second=info["latents_per_second"], diffusion=info["diffusion"],
-                             checkpoint=str(path))
+            trained.save(path)
+            sample_and_score("training", LatentDiffusion.load(path, inputs.vae, device, compile=run.compile), n,
+                             SamplerConfig("ddim", 50), name=name, train_steps=settings.steps,
+                             latents_per_second=trained.info["latents_per_second"],
+                             diffusion=trained.info["diffusion"], checkpoint=str(path))
 
     report = {"rows": rows, "num_images": n, "subset": subset, "preset": preset.name, "seed": seed,
-              "compiled": compile, "device": describe_device(device), "unet": str(unet_path),
+              "compiled": run.compile, "device": describe_device(device), "unet": str(inputs.unet),
               "unet_training": model.unet_ckpt.info,
-              "classifier_test_accuracy": classifier_ckpt.info.get("test_accuracy"), "data_dir": data_dir,
+              "classifier_test_accuracy": classifier_ckpt.info.get("test_accuracy"), "data_dir": inputs.data_dir,
               "train_images": len(train_images), "torch_version": torch.__version__, "ldm_version": __version__}
     table = bench_markdown(report)
-    with written_together():
-        write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
-        write_text_atomic(out_dir / "bench.md", table)
+    with written_together() as outputs:  # the pictures and the report appear together
+        save_rows(strip, out_dir / "bench_process.png", outputs)
+        if digits is not None:
+            save_rows(digits, out_dir / "bench_digits.png", outputs)
+        write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n", outputs)
+        write_text_atomic(out_dir / "bench.md", table, outputs)
     return table
+
+
+def bench_markdown(report: dict) -> str:
+    """The table of `make bench` (ldm/bench.py): every row beside the floor at its own size."""
+    n, subset = report["num_images"], report["subset"]
+    floor = report["rows"][0]
+    lines = ["# Benchmark", "",
+             f"{report['device']}; preset {report['preset']}; data {report['data_dir']} "
+             f"({report['train_images']} training images); seed {report['seed']}; torch {report['torch_version']}.",
+             f"FID in this project's classifier features against the MNIST test set, {n} images per row unless "
+             f"the row says otherwise; FID@{subset} scores every row's first {subset} images, for comparison with "
+             "the smaller rows. Floor: real training images. \"random digits\": each image prompted with a digit "
+             "drawn from the training label frequencies, at guidance 1; \"no label\": the unconditional branch.", "",
+             f"| study | row | images | FID | × floor | FID@{subset} | precision | recall | recognised | images/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    floor_sub = floor.get(f"fid_{subset}", floor["fid"])
+    for r in report["rows"]:
+        fid_sub = r.get(f"fid_{subset}", r["fid"] if r["images"] == subset else None)
+        same_size_floor = floor["fid"] if r["images"] == n else floor_sub
+        lines.append(
+            f"| {r['study']} | {r['name']} | {r['images']} | {r['fid']:.2f} | {r['fid'] / same_size_floor:.1f} | "
+            + (f"{fid_sub:.2f}" if fid_sub is not None else "—")
+            + f" | {r['precision']:.3f} | {r['recall']:.3f} | "
+            + (f"{r['recognised']:.1%}" if "recognised" in r else "—") + " | "
+            + (f"{r['images_per_second']:.1f}" if "images_per_second" in r else "—") + " |")
+    guided = [r for r in report["rows"] if r["study"] == "guidance"]
+    if guided:
+        lines += ["", "Recognised, per prompted digit:", "",
+                  "| prompts | " + " | ".join(str(d) for d in range(NUM_CLASSES)) + " |",
+                  "|---|" + "---:|" * NUM_CLASSES]
+        lines += [f"| guidance {r['guidance']:g} | "
+                  + " | ".join("—" if v is None else f"{v:.1%}" for v in r["recognised_per_digit"]) + " |"
+                  for r in guided]
+    trained = [r for r in report["rows"] if r["study"] == "training"]
+    if trained:
+        lines += ["", f"Training study: {trained[0]['train_steps']} steps each, "
+                      f"{trained[0]['latents_per_second']:.0f} latents/s for the first."]
+    return "\n".join(lines) + "\n"

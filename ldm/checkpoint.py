@@ -29,7 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from . import __version__
-from .utils import ConfigError, LdmError, atomic_path
+from .errors import ConfigError, LdmError
+from .outputs import Outputs, atomic_path
 
 
 def fingerprint(tensors: dict[str, torch.Tensor], metadata: str = "") -> str:
@@ -54,13 +55,14 @@ class Checkpoint:
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], kind: str,
-                    config: dict | None = None, info: dict | None = None) -> str:
-    """Write atomically; return the fingerprint (of the tensors, kind, config and info)."""
+                    config: dict | None = None, info: dict | None = None, outputs: Outputs | None = None) -> str:
+    """Write atomically (with `outputs`, as one of that group); return the fingerprint (of the
+    tensors, kind, config and info)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {"kind": kind, "config": json.dumps(config or {}), "info": json.dumps(info or {})}
     fp = fingerprint(tensors, _trusted_metadata(metadata))
     metadata.update(fingerprint=fp, ldm_version=__version__, torch_version=torch.__version__, format="pt")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, outputs) as tmp:
         tmp.write_bytes(_sorted_header(save(tensors, metadata=metadata)))
     return fp
 
@@ -101,9 +103,6 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> Checkpoint:
     if found != kind:
         raise LdmError(f"{path}: is a '{found}' checkpoint, expected a '{kind}' checkpoint")
     if fingerprint(tensors, _trusted_metadata(metadata)) != metadata.get("fingerprint"):
-        if fingerprint(tensors) == metadata.get("fingerprint"):
-            raise LdmError(f"{path}: made by an older ldm whose fingerprint does not cover the metadata; "
-                           "rerun the stage that makes it")
         raise LdmError(f"{path}: tensors or metadata do not match the fingerprint (corrupt or edited file)")
     try:
         config, info = json.loads(metadata["config"]), json.loads(metadata["info"])
@@ -126,13 +125,13 @@ def check_made_with_vae(path: str | os.PathLike, found: str | None, vae: Checkpo
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, info: dict | None = None,
-               extra_tensors: dict[str, torch.Tensor] | None = None) -> str:
+               extra_tensors: dict[str, torch.Tensor] | None = None, outputs: Outputs | None = None) -> str:
     """Save a model (kind and config from its class) plus optional extra tensors, whose names
     contain a '/' (e.g. "raw/conv.weight") so they never collide with parameter names."""
     tensors = dict(model.state_dict())
     assert all("/" in k for k in extra_tensors or {}), "extra tensor names need a '/'"
     tensors.update(extra_tensors or {})
-    return save_checkpoint(path, tensors, model.kind, dataclasses.asdict(model.config), info)
+    return save_checkpoint(path, tensors, model.kind, dataclasses.asdict(model.config), info, outputs)
 
 
 def build_config(config_class, config: dict, path: Path):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import NUM_CLASSES
-from .utils import check_fraction, check_positive
+from .errors import check_fraction, check_positive
 
 # Mean and std of MNIST training pixels in [0, 1]; normalising inside the model keeps callers simple.
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081

@@ -1,37 +1,35 @@
-"""What the stage scripts share: common flags, argument types, and turning every error into one
-line. The library raises `ConfigError(field, ...)` where a setting is defined; only here is the
-field translated into the command-line flag that set it."""
+"""What the stage scripts' command lines share: the parser, argument types and flag groups, and
+the run context the flags make. The library raises `ConfigError(field, ...)` where a setting is
+defined; only here is the field translated into the command-line flag that set it
+(`StageParser.flag_for`). Running a script and printing its errors is launch.py's job."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
-import time
-import warnings
-from pathlib import Path
-from typing import Callable
 
 import torch
 
-from . import distributed
 from .data import default_data_dir
-from .monitor import Monitor, curves_path, log_path, read_log
-from .plots import plot_training_log
+from .errors import LdmError
+from .outputs import check_writable
 from .presets import Preset, get_preset
-from .utils import DEVICES, ConfigError, LdmError, check_folder_writable, check_writable, resolve_device
+from .runtime import DEVICES, RunContext, resolve_device
+
+
+class UsageError(LdmError):
+    """A command line argparse cannot parse; launch.run prints it as one line, exit status 2."""
 
 
 class StageParser(argparse.ArgumentParser):
-    """The scripts' parser: the docstring as description, and a bad option is one line on
-    stderr, `error: argument --x: ...`, exit status 2, like every other refusal."""
+    """The scripts' parser: the docstring as description, and a bad option raises UsageError,
+    which launch.run prints as one line, `error: argument --x: ...`, like every other refusal."""
 
     def __init__(self, description: str):
         super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
     def error(self, message: str):
-        _fail(f"{message} (see --help)", 2, shared=True)
+        raise UsageError(message)
 
     def flag_for(self, field: str) -> str:
         """The option whose value lands in `field` (its dest), or the field's own name."""
@@ -102,27 +100,6 @@ def add_training_args(parser: argparse.ArgumentParser, out: str, unit: str) -> N
                                                             "(needs the tensorboard package)")
 
 
-def training_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """(checkpoint, metrics log, curves PNG) of a training stage's flags."""
-    return Path(args.out), Path(args.log or log_path(args.out)), Path(args.curves or curves_path(args.out))
-
-
-def training_monitor(args: argparse.Namespace) -> Monitor:
-    """The Monitor of a training stage's flags; --tensorboard without the package, or naming a
-    folder that cannot be written, is refused here."""
-    monitor = Monitor(training_outputs(args)[1], args.tensorboard)
-    if args.tensorboard is not None:
-        check_folder_writable(args.tensorboard)
-    return monitor
-
-
-def draw_curves(args: argparse.Namespace, title: str) -> None:
-    """After a training stage: its log as a PNG (rank 0)."""
-    if distributed.is_main():
-        _, log, curves = training_outputs(args)
-        plot_training_log(read_log(log), curves, title)
-
-
 def add_data_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder with the MNIST IDX files, or torchvision's root (default: $LDM_DATA_DIR or data/)")
@@ -155,61 +132,7 @@ def with_overrides(config, args: argparse.Namespace, *fields: str):
     return dataclasses.replace(config, **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
 
 
-def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multiprocess: bool = True) -> None:
-    """Parse the arguments and call main(args). A ConfigError becomes `error: --flag value: reason`,
-    any other LdmError `error: ...`, on stderr with exit status 2.
-
-    Under torchrun (`multiprocess` stages only) the process joins the group first (distributed.py);
-    ranks other than 0 print nothing and show no progress. Any error then becomes one line naming
-    the rank, printed at once by rank 0 for an LdmError (which every rank meets alike: a bad
-    option or file, a diverged loss) and otherwise after `RANK_ERROR_GRACE` seconds. torchrun
-    stops every rank as soon as one exits with an error, so the line that appears is the first
-    failure's: an error every rank meets is reported once, and a collective that fails because
-    another rank died is not reported at all (torchrun's own summary names the dead rank).
-    """
-    if distributed.launched():
-        distributed.enter()  # so that even a bad option is reported with its rank, once
-    warnings.showwarning = _show_warning
-    args = parser.parse_args()
-    try:
-        if distributed.launched():
-            if not multiprocess:
-                raise LdmError("this stage runs as one process; start it without torchrun")
-            distributed.init(args.device)
-            if not distributed.is_main():
-                args.no_progress = True
-                sys.stdout = open(os.devnull, "w")
-                warnings.simplefilter("ignore")
-        main(args)
-        distributed.shutdown(finished=True)
-    except ConfigError as e:
-        _fail(f"{parser.flag_for(e.field)} {e.value}: {e.reason}", 2, shared=True)
-    except LdmError as e:
-        _fail(str(e), 2, shared=True)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:  # on several processes: a failed collective or a bug, as one line per job
-        if distributed.world().size == 1:
-            raise
-        _fail(f"{type(e).__name__}: {e}", 1, shared=False)
-    finally:
-        distributed.shutdown()
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line on stderr, like an error but without stopping: `warning: ...`."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
-RANK_ERROR_GRACE = 3.0  # seconds; torchrun's monitor notices a failed rank within about one
-
-
-def _fail(message: str, status: int, shared: bool) -> None:
-    world = distributed.world()
-    if world.size > 1:
-        message = f"rank {world.rank} of {world.size}: {message}"
-        if world.rank > 0 or not shared:
-            time.sleep(RANK_ERROR_GRACE)
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+def run_context(args: argparse.Namespace, device: torch.device | None = None) -> RunContext:
+    """The RunContext of the runtime flags (--device, --seed, --no-progress, --compile)."""
+    return RunContext(seed=args.seed, device=device if device is not None else resolve_device(args.device),
+                      progress=not args.no_progress, compile=getattr(args, "compile", False))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import ConfigError, LdmError
+from .errors import ConfigError, LdmError
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -88,16 +88,6 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
         raise LdmError(f"{path}: header says shape {shape} ({expected} bytes) "
                        f"but the file holds more after it (too long: not an IDX file of that shape)")
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzip when the name ends in .gz); used by tests."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    magic = 0x00000800 | array.ndim
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())
 
 
 def load_mnist(data_dir: str | os.PathLike, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,13 +23,16 @@ How the stages use it (see README, "Several processes"):
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
-from .utils import ConfigError, resolve_device
+from .errors import ConfigError
+
+from .runtime import resolve_device
 
 T = TypeVar("T")
 
@@ -53,6 +56,16 @@ def launched() -> bool:
 
 def world() -> World:
     return _world
+
+
+def describe_device(device: torch.device) -> str:
+    """For reports: the GPU's name, or the CPU's architecture and thread count; and how many
+    processes shared the work."""
+    if device.type == "cuda":
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    else:
+        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return name + (f", {_world.size} processes" if _world.size > 1 else "")
 
 
 def is_main() -> bool:

@@ -9,38 +9,23 @@ the signature model(x, t, labels) can be conditioned this way (the UNet, the toy
 
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Callable
 
 import torch
 
-from .utils import ConfigError
-
 # model(x [N x ...], t [N], labels [N] or None) -> ε̂ (or v̂) like x
 ConditionalModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
-# Guidance scale for digit prompts: the smallest measured scale at which the classifier
-# recognises more than 97% of prompted digits (docs/results.md, `make bench`).
-PROMPT_GUIDANCE = 1.5
-# Scales in use run from 1 to about 10 (`make bench` measures 1-4); far above, the guided ε̂ is
-# the difference of two predictions blown up, and the samples are saturated noise.
-USUAL_GUIDANCE_MAX = 20.0
 
-
-def check_guidance(scale: float) -> None:
-    """Refuse a scale that is negative or not finite; warn about one far above any in use."""
-    if not (math.isfinite(scale) and scale >= 0):
-        raise ConfigError("guidance", scale, "must be a finite number >= 0")
-    if scale > USUAL_GUIDANCE_MAX:
-        warnings.warn(f"guidance {scale:g} is far above the usual 1-10 (the samples will be saturated); "
-                      "a mistake?", stacklevel=3)
-
-
-def drop_labels(labels: torch.Tensor, num_classes: int, p: float) -> torch.Tensor:
-    """Replace each label by the "no label" index `num_classes` with probability p."""
-    drop = torch.rand(labels.shape, device=labels.device) < p
-    return torch.where(drop, torch.full_like(labels, num_classes), labels)
+def drop_labels(labels: torch.Tensor, num_classes: int, p: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by the "no label" index `num_classes` with probability p; the draws come
+    from the global RNG on the labels' device, or from a CPU `generator`."""
+    if generator is None:
+        draws = torch.rand(labels.shape, device=labels.device)
+    else:
+        draws = torch.rand(labels.shape, generator=generator).to(labels.device)
+    return torch.where(draws < p, torch.full_like(labels, num_classes), labels)
 
 
 def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: float,
@@ -48,9 +33,9 @@ def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: fl
     """An (x, t) -> ε̃ denoiser that samplers can use unchanged.
 
     labels None gives unconditional samples. The conditional and unconditional passes share one
-    batch of 2N so guidance costs one (larger) forward per step.
+    batch of 2N so guidance costs one (larger) forward per step. The scale is validated where a
+    prompt is made (prompt.py).
     """
-    check_guidance(scale)
     if labels is None or scale == 0:
         return lambda x, t: model(x, t, None)
     if scale == 1:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from .data import to_float
-from .utils import atomic_path
+from .outputs import Outputs, atomic_path
 
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -31,15 +31,16 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> None:
-    """Write `grid_array` of the images as a PNG."""
-    with atomic_path(path) as tmp:
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2,
+              outputs: Outputs | None = None) -> None:
+    """Write `grid_array` of the images as a PNG (with `outputs`, as one of that group)."""
+    with atomic_path(path, outputs) as tmp:
         Image.fromarray(grid_array(images, nrow, padding), mode="L").save(tmp, format="PNG")
 
 
-def save_rows(rows: torch.Tensor, path: str | os.PathLike) -> None:
+def save_rows(rows: torch.Tensor, path: str | os.PathLike, outputs: Outputs | None = None) -> None:
     """Write [R x C x 1 x H x W] images in [0, 1] as a grid of R rows and C columns."""
-    save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1])
+    save_grid(rows.flatten(0, 1), path, nrow=rows.shape[1], outputs=outputs)
 
 
 def digit_rows(images: torch.Tensor, labels: torch.Tensor, per_digit: int = 10) -> torch.Tensor:

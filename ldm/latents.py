@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import labels_problem, to_float
-from .utils import LdmError, check_finite, is_number
-from .vae import VAE
+from .errors import LdmError, check_finite, is_number
+from .vae import VAE, reparameterise
 
 
 @torch.no_grad()
@@ -69,13 +69,11 @@ class LatentCache:
         """Scaled latents of the first `n` test images, with ε drawn once from `seed`, and their labels."""
         mean, logvar = self.test_mean[:n], self.test_logvar[:n]
         noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed)).to(mean.device)
-        return self.scale_factor * (mean + torch.exp(0.5 * logvar) * noise), self.test_labels[:n]
+        return self.scale_factor * reparameterise(mean, logvar, noise), self.test_labels[:n]
 
     def sample(self, index: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latents scale·(μ + σ·ε) for the examples in `index`, with fresh ε."""
-        mean, logvar = self.train_mean[index], self.train_logvar[index]
-        noise = torch.randn_like(mean) if noise is None else noise
-        return self.scale_factor * (mean + torch.exp(0.5 * logvar) * noise)
+        return self.scale_factor * reparameterise(self.train_mean[index], self.train_logvar[index], noise)
 
 
 TENSORS = ("train_mean", "train_logvar", "test_mean", "test_logvar", "train_labels", "test_labels")

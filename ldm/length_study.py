@@ -20,17 +20,20 @@ import torch
 
 from . import __version__
 from .checkpoint import load_checkpoint
-from .evaluation import TestSetFID, validation_images
+from .distributed import describe_device
 from .latents import LatentCache
+from .outputs import Outputs, write_text_atomic, written_together
 from .pipeline import LatentDiffusion
 from .plots import log_axes, new_figure, save_figure
 from .presets import Preset
+from .prompt import Prompt
+from .runtime import RunContext
 from .sampling import SamplerConfig
+from .scoring import TestSetFID, validation_images
 from .snapshot import snapshot_path
-from .stages import save_unet, train_unet
-from .utils import describe_device, write_text_atomic, written_together
+from .stages import train_unet
 
-PROMPTS = {"random digits": "any", "no label": "none"}
+PROMPTS = {"random digits": Prompt("any"), "no label": Prompt("none")}
 
 
 def default_lengths(preset: Preset) -> list[int]:
@@ -39,12 +42,12 @@ def default_lengths(preset: Preset) -> list[int]:
     return sorted({max(1, steps // 4), max(1, steps // 2), steps})
 
 
-def trained_unet(preset: Preset, cache: LatentCache, steps: int, *, unet_path: str | os.PathLike,
-                 work_dir: Path, seed: int, device: torch.device, progress: bool) -> Path:
+def trained_unet(preset: Preset, cache: LatentCache, steps: int, run: RunContext, *, unet_path: str | os.PathLike,
+                 work_dir: Path) -> Path:
     """The checkpoint of the preset's UNet trained for `steps`: `unet_path` if it records exactly
     these settings, else work_dir/unet_<steps>.safetensors, trained (or resumed) if missing."""
     settings = dataclasses.replace(preset.unet, steps=steps)
-    wanted = json.loads(json.dumps({"training": dataclasses.asdict(settings), "seed": seed,
+    wanted = json.loads(json.dumps({"training": dataclasses.asdict(settings), "seed": run.seed,
                                     "diffusion": dataclasses.asdict(preset.diffusion),
                                     "vae_fingerprint": cache.vae_fingerprint}))
     config = dataclasses.replace(preset.unet_model, in_channels=cache.latent_shape[0])
@@ -59,38 +62,33 @@ def trained_unet(preset: Preset, cache: LatentCache, steps: int, *, unet_path: s
     for path in (Path(unet_path), work_dir / f"unet_{steps}.safetensors"):
         if matches(path):
             return path
-    ema_model, raw_model, info = train_unet(cache, preset.unet_model, preset.diffusion, settings, seed=seed,
-                                            device=device, progress=progress, desc=f"{steps} steps",
-                                            snapshot_to=snapshot_path(path), save_every=500)
-    save_unet(path, ema_model, raw_model, dict(info, preset=preset.name))
+    trained = train_unet(cache, preset.unet_model, preset.diffusion, settings, run, snapshot_to=snapshot_path(path),
+                         desc=f"{steps} steps")
+    trained.info.update(preset=preset.name)
+    trained.save(path)
     return path
 
 
-def run_length_study(preset: Preset, cache: LatentCache, fid: TestSetFID, train_images: torch.Tensor, *,
-                     lengths: list[int], unet_path: str | os.PathLike, vae_path: str | os.PathLike,
-                     work_dir: str | os.PathLike, num_images: int, sampler: SamplerConfig, seed: int,
-                     device: torch.device, progress: bool = True) -> dict:
+def run_length_study(preset: Preset, cache: LatentCache, fid: TestSetFID, train_images: torch.Tensor,
+                     run: RunContext, *, lengths: list[int], unet_path: str | os.PathLike, vae_path: str | os.PathLike,
+                     work_dir: str | os.PathLike, num_images: int, sampler: SamplerConfig) -> dict:
     """One row per training length; return the report."""
-    work_dir = Path(work_dir)
+    work_dir, seed = Path(work_dir), run.seed
     floor = fid(validation_images(train_images, num_images, torch.Generator().manual_seed(seed)))
     rows = []
     for steps in sorted(lengths):
-        path = trained_unet(preset, cache, steps, unet_path=unet_path, work_dir=work_dir, seed=seed, device=device,
-                            progress=progress)
-        model = LatentDiffusion.load(path, vae_path, device)
+        path = trained_unet(preset, cache, steps, run, unet_path=unet_path, work_dir=work_dir)
+        model = LatentDiffusion.load(path, vae_path, run.device)
         training = model.unet_ckpt.info
         row = {"steps": steps, "checkpoint": str(path), "train_seconds": training["train_seconds"],
                "final_loss": training["final_loss"]["loss"]}
-        for name, digit in PROMPTS.items():
-            _, labels, guidance = model.prompt(digit, num_images, seed, guidance=1.0)
-            images = model.sample(num_images, sampler, labels=labels, guidance=guidance, seed=seed,
-                                  batch_size=preset.sample_batch_size, progress=progress)
-            row[name] = fid(images)
+        for name, prompt in PROMPTS.items():
+            row[name] = fid(model.sample(num_images, sampler, prompt, seed=seed, progress=run.progress))
         rows.append(row)
         print(f"{steps:>6} steps ({row['train_seconds'] / 60:.1f} min): FID random digits "
               f"{row['random digits']:.3f}, no label {row['no label']:.3f}", flush=True)
     return {"rows": rows, "floor": floor, "sampler": sampler.label, "num_images": num_images, "seed": seed,
-            "preset": preset.name, "batch_size": preset.unet.batch_size, "device": describe_device(device),
+            "preset": preset.name, "batch_size": preset.unet.batch_size, "device": describe_device(run.device),
             "torch_version": torch.__version__, "ldm_version": __version__}
 
 
@@ -110,7 +108,7 @@ def lengths_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_lengths(report: dict, path: str | os.PathLike) -> None:
+def plot_lengths(report: dict, path: str | os.PathLike, outputs: Outputs | None = None) -> None:
     fig, ax = new_figure()
     steps = [r["steps"] for r in report["rows"]]
     for name in PROMPTS:
@@ -120,15 +118,15 @@ def plot_lengths(report: dict, path: str | os.PathLike) -> None:
            title=f"{report['sampler']}, {report['num_images']} images per point")
     log_axes(ax, steps)
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, outputs)
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:
     out_dir = Path(out_dir)
     table = lengths_markdown(report)
-    with written_together():
-        plot_lengths(report, out_dir / "training_length.png")
-        write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n")
+    with written_together() as outputs:
+        plot_lengths(report, out_dir / "training_length.png", outputs)
+        write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n", outputs)
         write_text_atomic(out_dir / "training_length.md",
-                          table + "\n![FID against training steps](training_length.png)\n")
+                          table + "\n![FID against training steps](training_length.png)\n", outputs)
     return table

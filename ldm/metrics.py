@@ -1,14 +1,13 @@
-"""Sample-quality metrics in the 128-d features of this project's MNIST classifier: the Fréchet
-distance ("FID"; not comparable to Inception FID), k-NN precision and recall, and nearest-
-neighbour distances for a memorisation check."""
+"""Sample-quality metrics on feature vectors (here the 128-d features of this project's MNIST
+classifier, scoring.py): the Fréchet distance ("FID"; not comparable to Inception FID), k-NN
+precision and recall, and nearest-neighbour distances for a memorisation check. Pure functions
+of arrays."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from . import distributed
-from .utils import check_finite
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,18 +40,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     trace_sqrt = np.sqrt(np.clip(eigvals, 0.0, None)).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
-
-
-@torch.no_grad()
-def classifier_features(classifier: torch.nn.Module, images: torch.Tensor, device: torch.device,
-                        batch_size: int = 1000, progress: bool = False) -> np.ndarray:
-    """Images [N x 1 x 28 x 28] in [0, 1] -> [N x D] float64 features, classifier in eval mode.
-    On several processes each rank extracts its share of the batches and every rank gets all."""
-    classifier.eval()
-    chunks = distributed.map_batches(len(images), batch_size,
-                                     lambda i, batch: classifier.features(images[batch].to(device)).double().cpu(),
-                                     desc="features", progress=progress)
-    return check_finite(torch.cat(chunks), "the classifier's features are").numpy()
 
 
 # ---- nearest-neighbour metrics

@@ -23,7 +23,8 @@ from typing import Callable
 import torch
 
 from . import distributed
-from .utils import LdmError, atomic_path, write_error, written_together
+from .errors import LdmError
+from .outputs import atomic_path, write_error
 
 TENSORBOARD_HINT = "--tensorboard needs the tensorboard package: pip install tensorboard (or pip install -e '.[tensorboard]')"
 
@@ -65,11 +66,8 @@ class Check:
     gradients; ema_model None for a stage without EMA) returns scalars to log, and optionally
     "samples" (uint8 images [N x 28 x 28]) that go to TensorBoard only."""
     kind: str
-    every: int  # steps between checks; every check also runs at the last step
+    every: int  # steps between checks (0: only at the end); every check also runs at the last step
     run: Callable[[torch.nn.Module, torch.nn.Module | None], dict]
-
-    def due(self, step: int, total: int) -> bool:
-        return step == total or (self.every > 0 and step % self.every == 0)
 
 
 class Monitor:
@@ -87,7 +85,7 @@ class Monitor:
         if not distributed.is_main():
             return
         kept = [e for e in read_log(self.path) if e["step"] <= start] if start and self.path.is_file() else []
-        with written_together(separate=True), atomic_path(self.path) as tmp:
+        with atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
         try:
             self._file = open(self.path, "a")

@@ -16,28 +16,21 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
-from .data import NUM_CLASSES, to_uint8
+from .data import to_uint8
 from .diffusion import Diffusion, DiffusionConfig
-from .guidance import PROMPT_GUIDANCE
 from .latents import scale_factor_problem
+from .prompt import Prompt
 from .sampling import DEFAULT_SAMPLER, Callback, SamplerConfig
 from .unet import UNet
-from .utils import ConfigError, LdmError, check_choice, check_finite, is_number, resolve_device
+from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
+from .runtime import resolve_device
 from .vae import VAE
 
 WEIGHTS = ("ema", "raw")
-# What images are prompted with: a digit 0-9; "all": 0-9 in turn; "any": digits drawn from the
-# training label frequencies, at guidance 1; "none": the "no label" branch.
-DIGIT_PROMPTS = ("all", "any", "none")
-
-
-def parse_digit(digit: int | str) -> int | str:
-    """A prompt as a user writes it (7, "7", "all", ...) -> an int 0-9 or one of DIGIT_PROMPTS."""
-    if digit in DIGIT_PROMPTS:
-        return digit
-    if str(digit) not in [str(d) for d in range(NUM_CLASSES)]:
-        raise ConfigError("digit", digit, f"must be a digit 0-9 or one of {', '.join(DIGIT_PROMPTS)}")
-    return int(digit)
+# Images per sampling batch, for every door (this API, scripts/sample.py, the studies): batch i
+# draws its noise from (seed, i), so the same seed gives the same images only at the same batch
+# size. 500 rather than 2000 is ~35% faster on 2 CPU cores.
+BATCH_SIZE = 500
 
 
 def unet_info_problem(info: dict, num_classes: int) -> str | None:
@@ -71,9 +64,13 @@ class LatentDiffusion:
     diffusion: Diffusion
     scale_factor: float  # latents were multiplied by it before diffusion
     label_frequencies: list[float] | None  # how often each digit occurs in training
-    unet_ckpt: Checkpoint | None  # None for a UNet still in training
-    vae_ckpt: Checkpoint
-    denoiser: torch.nn.Module  # what the samplers call: the UNet, or torch.compile(UNet)
+    unet_ckpt: Checkpoint | None = None  # None for a UNet still in training
+    vae_ckpt: Checkpoint | None = None
+    denoiser: torch.nn.Module | None = None  # what the samplers call: the UNet (unset), or torch.compile(UNet)
+
+    def __post_init__(self):
+        if self.denoiser is None:
+            self.denoiser = self.unet
 
     @classmethod
     def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device | str = "auto",
@@ -94,7 +91,7 @@ class LatentDiffusion:
                            f"{vae_ckpt.path} makes {vae.config.latent_channels}")
         diffusion = Diffusion(build_config(DiffusionConfig, unet_ckpt.info["diffusion"], unet_ckpt.path))
         return cls(unet, vae, diffusion, float(unet_ckpt.info["scale_factor"]), unet_ckpt.info.get("label_frequencies"),
-                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else unet)
+                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else None)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike = "checkpoints", device: torch.device | str = "auto",
@@ -111,43 +108,27 @@ class LatentDiffusion:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def draw_labels(self, num_images: int, seed: int) -> torch.Tensor:
-        """[N] digits drawn independently from their frequencies in the training set. Prompting
-        with them at guidance 1 samples p(x) = Σ_y p(y) p(x | y), as a class-conditional model's
-        unprompted samples; the "no label" branch learns p(x) only from the dropped labels."""
-        if self.label_frequencies is None:
-            raise LdmError(f"{self.unet_ckpt.path}: no label frequencies recorded; retrain with `make diffusion`")
-        generator = torch.Generator().manual_seed(seed)
-        return torch.multinomial(torch.tensor(self.label_frequencies, dtype=torch.float64), num_images,
-                                 replacement=True, generator=generator)
+    def prompt(self, digit: int | str | None = None, guidance: float | None = None) -> Prompt:
+        """The Prompt this model takes (prompt.py): unset `digit` is "any" for a class-conditional
+        UNet and "none" for an unconditional one, which refuses any other."""
+        try:
+            return Prompt.for_model(digit, guidance, conditional=bool(self.num_classes))
+        except ConfigError:  # a setting, named by its field
+            raise
+        except LdmError as e:  # this model cannot take the prompt
+            raise LdmError(f"{self._unet_name}: {e}") from e
 
-    def prompt(self, digit: int | str | None, num_images: int, seed: int = 0,
-               guidance: float | None = None) -> tuple[int | str, torch.Tensor | None, float]:
-        """Resolve a prompt (see DIGIT_PROMPTS; None: "any" for a class-conditional UNet, else
-        "none") into (digit, labels [N] or None, guidance). Unset guidance is 1 for "any" and
-        PROMPT_GUIDANCE for digit prompts."""
-        digit = parse_digit(digit) if digit is not None else "any" if self.num_classes else "none"
-        if digit != "none" and not self.num_classes:
-            raise LdmError(f"{self.unet_ckpt.path}: this UNet is unconditional; it cannot be prompted with digits")
-        if guidance is None:
-            guidance = 1.0 if digit == "any" else PROMPT_GUIDANCE
-        if digit == "none":
-            labels = None
-        elif digit == "any":
-            labels = self.draw_labels(num_images, seed)
-        elif digit == "all":
-            labels = torch.arange(num_images) % NUM_CLASSES
-        else:
-            labels = torch.full((num_images,), digit)
-        return digit, labels, guidance
+    @property
+    def _unet_name(self) -> str:
+        return str(self.unet_ckpt.path) if self.unet_ckpt is not None else "the UNet in training"
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> [N x 1 x 28 x 28] images in [0, 1]; non-finite latents or images stop
         the run (a diverged model or an absurd guidance scale would otherwise give black images)."""
-        unet = self.unet_ckpt.path if self.unet_ckpt is not None else "the UNet in training"
-        check_finite(z, f"{unet}: its sampled latents are")
+        check_finite(z, f"{self._unet_name}: its sampled latents are")
         images = self.vae.decode(z.float() / self.scale_factor)
-        return check_finite(images, f"{self.vae_ckpt.path}: its decoded images are")
+        vae = self.vae_ckpt.path if self.vae_ckpt is not None else "the VAE"
+        return check_finite(images, f"{vae}: its decoded images are")
 
     @torch.no_grad()
     def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
@@ -161,17 +142,20 @@ class LatentDiffusion:
                                      progress=progress, callback=callback).float()
 
     @torch.no_grad()
-    def sample(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
-               guidance: float = 1.0, seed: int = 0, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
-        """Decoded images [N x 28 x 28] uint8 prompted with `labels` (None: the "no label" branch).
+    def sample(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,
+               batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+        """Decoded images [N x 28 x 28] uint8 of `prompt`, whose labels are drawn from `seed`.
 
         Batch i draws its noise from its own CPU generator, seeded by (seed, i): the images depend
         on (seed, batch_size) alone, not on the device nor on how many processes share the work.
         On several processes, rank r samples batches r, r + N, ... and every rank returns them all.
         """
+        labels = prompt.labels(num_images, seed, self.label_frequencies)
+
         def sample_batch(i: int, batch: slice) -> torch.Tensor:
             z = self.sample_latents(batch.stop - batch.start, sampler, labels=None if labels is None else labels[batch],
-                                    guidance=guidance, generator=batch_generator(seed, i), progress=progress)
+                                    guidance=prompt.scale, generator=batch_generator(seed, i),
+                                    progress=progress)
             return to_uint8(self.decode(z))
 
         return torch.cat(distributed.map_batches(num_images, batch_size, sample_batch, desc="batches",
@@ -179,24 +163,25 @@ class LatentDiffusion:
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
                  sampler: str = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0,
-                 variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0, batch_size: int = 500,
-                 progress: bool = False) -> torch.Tensor:
-        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none" (see
-        `prompt`); guidance: classifier-free guidance scale; sampler (one of SAMPLERS), steps, eta,
-        variance and spacing as in SamplerConfig."""
-        sampler_config = SamplerConfig(sampler, steps, eta, variance, spacing)
-        _, labels, guidance = self.prompt(digit, num_images, seed, guidance)
-        return self.sample(num_images, sampler_config, labels=labels, guidance=guidance, seed=seed,
-                           batch_size=batch_size, progress=progress)
+                 variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0,
+                 batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none" and
+        guidance, the classifier-free guidance scale, as in Prompt; sampler (one of SAMPLERS),
+        steps, eta, variance and spacing as in SamplerConfig. scripts/sample.py with the same
+        settings writes the same images."""
+        return self.sample(num_images, SamplerConfig(sampler, steps, eta, variance, spacing),
+                           self.prompt(digit, guidance), seed=seed, batch_size=batch_size, progress=progress)
 
     @torch.no_grad()
-    def denoising_strip(self, num_images: int, sampler: SamplerConfig, columns: int = 10, *, seed: int = 0,
-                        labels: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+    def denoising_strip(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,
+                        columns: int = 10) -> torch.Tensor:
         """The decoded prediction x̂_0 at `columns` evenly spaced steps of the chain, then the final
         sample: [num_images x (columns + 1) x 1 x 28 x 28], one row per sample. Its noise is that of
-        `sample`'s first batch, so a deterministic sampler's strip ends in its first images."""
+        `sample`'s first batch, so a deterministic sampler's strip of a prompt with the same labels
+        ends in its first images."""
         predictions = []  # x̂_0 latents of every step; decoded only where kept
-        z = self.sample_latents(num_images, sampler, labels=labels, guidance=guidance,
+        labels = prompt.labels(num_images, seed, self.label_frequencies)
+        z = self.sample_latents(num_images, sampler, labels=labels, guidance=prompt.scale,
                                 generator=batch_generator(seed, 0),
                                 callback=lambda i, t, x, x0: predictions.append(x0))
         keep = np.linspace(0, len(predictions) - 1, columns).round().astype(int)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from .outputs import Outputs, atomic_path
+
 
 def new_figure(width: float = 6, height: float = 4, panels: int = 1):
     """(figure, axes): one Axes, or a list of `panels` side by side."""
@@ -28,18 +30,16 @@ def log_axes(ax, xticks=None, logx: bool = True) -> None:
         ax.set_xticks(list(xticks), [str(x) for x in xticks])
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Write the figure as a PNG atomically and free it."""
+def save_figure(fig, path: str | os.PathLike, outputs: Outputs | None = None) -> None:
+    """Write the figure as a PNG atomically (with `outputs`, as one of that group) and free it."""
     import matplotlib.pyplot as plt
-
-    from .utils import atomic_path
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, outputs) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
-def plot_training_log(entries: list[dict], path: str | os.PathLike, title: str) -> None:
+def plot_training_log(entries: list[dict], path: str | os.PathLike, title: str, outputs: Outputs | None = None) -> None:
     """A training run's curves from its metrics log (monitor.py), one panel each: the loss on
     training batches against the held-out validation loss; the loss's parts (the VAE's terms, the
     diffusion loss per quarter of the timestep range), training thin and validation with markers
@@ -78,4 +78,4 @@ def plot_training_log(entries: list[dict], path: str | os.PathLike, title: str) 
         ax.set_xlabel("training step")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    save_figure(fig, path)
+    save_figure(fig, path, outputs)

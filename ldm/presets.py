@@ -8,7 +8,9 @@ k-diffusion's warm-up power 2/3: in `make all` with the same weights and noise, 
 against 16.64 and 22.66, but guided 32.54 against 26.46. Label dropout stays at 50%: chosen when
 unprompted samples came from the "no label" branch, which learns only from the dropped fraction;
 with random-digit prompts 20% and 50% measured within noise of each other, and the branch still
-does the guiding. Sampling in batches of 500 rather than 2000 is ~35% faster on 2 CPU cores.
+does the guiding. Sampling settings (sampler, steps, batch size) are not a preset's: they have one default each,
+in sampling.py and pipeline.py, for the API and the scripts alike; a UNet takes as many input
+channels as the latents it is trained on have.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .diffusion import DiffusionConfig
-from .sampling import SamplerConfig
 from .train import TrainSettings
 from .unet import UNetConfig
-from .utils import check_choice
+from .errors import check_choice
 from .vae import VAEConfig
 
 
@@ -40,18 +41,10 @@ class Preset:
     unet: TrainSettings
     vae_model: VAEConfig
     unet_model: UNetConfig
-    ddpm_steps: int  # steps of the ancestral DDPM row; < 1000 respaces the chain (CPU time)
-    ddim_steps: int
-    sample_batch_size: int
     bench: BenchSettings
     fid_every: int  # steps between FIDs of the UNet's samples during training (0: none)
     fid_images: int  # images per FID during training, from the default sampler
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-
-    def sampler(self, name: str, steps: int | None = None, **settings) -> SamplerConfig:
-        """`name` with `steps`, or the preset's steps for DDPM and DDIM (Langevin: its default)."""
-        preset_steps = {"ddpm": self.ddpm_steps, "ddim": self.ddim_steps}
-        return SamplerConfig(name, steps or preset_steps.get(name), **settings)
 
 
 PRESETS = {
@@ -61,8 +54,7 @@ PRESETS = {
         vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100, validate_every=250),
         unet=TrainSettings(steps=8000, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
-        unet_model=UNetConfig(in_channels=4, base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        ddpm_steps=100, ddim_steps=50, sample_batch_size=500,
+        unet_model=UNetConfig(base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000), fid_every=1000, fid_images=1000,
     ),
     "gpu": Preset(
@@ -71,8 +63,7 @@ PRESETS = {
         vae=TrainSettings(steps=20_000, batch_size=256, lr=1e-3, warmup_steps=500, validate_every=2000),
         unet=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000, validate_every=5000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
-        unet_model=UNetConfig(in_channels=4, base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
-        ddpm_steps=1000, ddim_steps=50, sample_batch_size=10_000,
+        unet_model=UNetConfig(base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000), fid_every=5000,
         fid_images=5000,
     ),
@@ -82,8 +73,7 @@ PRESETS = {
         vae=TrainSettings(steps=3, batch_size=16, lr=1e-3, validate_every=2),
         unet=TrainSettings(steps=3, batch_size=16, lr=1e-3, validate_every=2),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
-        unet_model=UNetConfig(in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
-        ddpm_steps=5, ddim_steps=3, sample_batch_size=8,
+        unet_model=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
         bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3), fid_every=0, fid_images=16,
     ),
 }

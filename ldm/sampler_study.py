@@ -21,11 +21,12 @@ import torch
 
 from . import __version__
 from .classifier import Classifier
-from .evaluation import TestSetFID, validation_images
-from .pipeline import LatentDiffusion
+from .distributed import describe_device
+from .outputs import Outputs, write_text_atomic, written_together
+from .pipeline import BATCH_SIZE, LatentDiffusion
 from .plots import log_axes, new_figure, save_figure
 from .sampling import SamplerConfig
-from .utils import describe_device, write_text_atomic, written_together
+from .scoring import TestSetFID, validation_images
 
 NFES = (5, 10, 20, 50)
 SEEDS = (0, 1, 2)
@@ -36,7 +37,7 @@ REFERENCE = SamplerConfig("ddim", 50, spacing="time")  # what the default must m
 
 def run_sampler_study(model: LatentDiffusion, classifier: Classifier, train_images: torch.Tensor,
                       test_images: torch.Tensor, *, num_images: int, nfes=NFES, seeds=SEEDS, families=FAMILIES,
-                      batch_size: int, device: torch.device, progress: bool = False) -> dict:
+                      batch_size: int = BATCH_SIZE, device: torch.device, progress: bool = False) -> dict:
     """Score every (family, NFE) on `seeds`; return the report (rows, floor, the chosen default)."""
     fid = TestSetFID(classifier, test_images, device)
     floor = [fid(validation_images(train_images, num_images, torch.Generator().manual_seed(seed))) for seed in seeds]
@@ -46,10 +47,9 @@ def run_sampler_study(model: LatentDiffusion, classifier: Classifier, train_imag
             sampler = SamplerConfig(sampler_name, nfe, spacing=spacing)
             fids, seconds = [], 0.0
             for seed in seeds:
-                labels = model.draw_labels(num_images, seed)
                 start = time.time()
-                images = model.sample(num_images, sampler, labels=labels, guidance=1.0, seed=seed,
-                                      batch_size=batch_size, progress=progress)
+                images = model.sample(num_images, sampler, model.prompt("any"), seed=seed, batch_size=batch_size,
+                                      progress=progress)
                 seconds += time.time() - start
                 fids.append(fid(images))
             rows.append({"sampler": sampler_name, "spacing": spacing, "label": sampler.label, "nfe": nfe,
@@ -101,7 +101,7 @@ def samplers_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_samplers(report: dict, path: str | os.PathLike) -> None:
+def plot_samplers(report: dict, path: str | os.PathLike, outputs: Outputs | None = None) -> None:
     """FID against NFE, one line per sampler family with error bars, the floor as a band."""
     fig, ax = new_figure()
     labels = {("ddim", "time"): "DDIM", ("dpm++2m", "logsnr"): "DPM-Solver++(2M), log-SNR spacing",
@@ -117,14 +117,14 @@ def plot_samplers(report: dict, path: str | os.PathLike) -> None:
            title=f"{report['num_images']} images, seeds {', '.join(map(str, report['seeds']))}")
     log_axes(ax, sorted({r["nfe"] for r in report["rows"]}))
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    save_figure(fig, path, outputs)
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:
     out_dir = Path(out_dir)
     table = samplers_markdown(report)
-    with written_together():
-        plot_samplers(report, out_dir / "samplers.png")
-        write_text_atomic(out_dir / "samplers.json", json.dumps(report, indent=2) + "\n")
-        write_text_atomic(out_dir / "samplers.md", table + "\n![FID against NFE](samplers.png)\n")
+    with written_together() as outputs:
+        plot_samplers(report, out_dir / "samplers.png", outputs)
+        write_text_atomic(out_dir / "samplers.json", json.dumps(report, indent=2) + "\n", outputs)
+        write_text_atomic(out_dir / "samplers.md", table + "\n![FID against NFE](samplers.png)\n", outputs)
     return table

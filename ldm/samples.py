@@ -9,16 +9,19 @@ and the run's other settings.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IMAGE_SIZE, labels_problem
-from .pipeline import parse_digit
+from .outputs import Outputs
+from .prompt import Prompt
 from .sampling import SamplerConfig
-from .utils import ConfigError, LdmError, is_number
+from .errors import ConfigError, LdmError
 
 KIND = "samples"
 
@@ -28,11 +31,25 @@ class Samples:
     images: torch.Tensor  # uint8 [N x 28 x 28]
     labels: torch.Tensor | None  # int64 [N], the prompted digits; None for the "no label" branch
     info: dict  # how they were made
+    name: str  # how reports name them: row_name
 
 
-def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor | None, info: dict) -> str:
+def row_name(sampler: SamplerConfig, prompt: Prompt, conditional: bool) -> str:
+    """A row of samples named by how they were made: "DPM++2M-10, random digits"."""
+    name = prompt.name(conditional)
+    return sampler.label + (f", {name}" if name else "")
+
+
+def samples_info(sampler: SamplerConfig, prompt: Prompt, conditional: bool, **settings) -> dict:
+    """The info of a samples file: how the images were made, and the run's other `settings`."""
+    return {"sampler": dataclasses.asdict(sampler), "digit": prompt.digit, "guidance": prompt.guidance,
+            "conditional": conditional, **settings}
+
+
+def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor | None, info: dict,
+                 outputs: Outputs | None = None) -> str:
     tensors = {"images": images} if labels is None else {"images": images, "labels": labels}
-    return save_checkpoint(path, tensors, KIND, info=info)
+    return save_checkpoint(path, tensors, KIND, info=info, outputs=outputs)
 
 
 def load_samples(path: str | os.PathLike) -> Samples:
@@ -41,7 +58,10 @@ def load_samples(path: str | os.PathLike) -> Samples:
     problem = samples_problem(ckpt.tensors, ckpt.info)
     if problem:
         raise LdmError(f"{path}: {problem}; rerun `make sample`")
-    return Samples(ckpt.tensors["images"], ckpt.tensors.get("labels"), ckpt.info)
+    info = ckpt.info
+    return Samples(ckpt.tensors["images"], ckpt.tensors.get("labels"), info,
+                   row_name(SamplerConfig(**info["sampler"]), Prompt(info["digit"], info["guidance"]),
+                            info["conditional"]))
 
 
 def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
@@ -63,16 +83,17 @@ def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
         return problem
     try:
         SamplerConfig(**info["sampler"])
-        parse_digit(info["digit"])
+        if (info["guidance"] is None) != (labels is None):
+            return "info's guidance and the labels disagree (both or neither are expected)"
+        with warnings.catch_warnings():  # an unusual scale was warned about when the samples were made
+            warnings.simplefilter("ignore")
+            prompt = Prompt(info["digit"], info["guidance"])
     except (KeyError, TypeError) as e:
         return f"info lacks or mistypes how the samples were made ({type(e).__name__}: {e})"
     except ConfigError as e:
         return f"info records {e}"
-    guidance = info.get("guidance")
-    if (guidance is None) != (labels is None):
-        return "info's guidance and the labels disagree (both or neither are expected)"
-    if guidance is not None and not (is_number(guidance) and guidance >= 0):
-        return f"info records guidance {guidance!r}, expected a finite number >= 0"
+    if (prompt.digit == "none") != (labels is None):
+        return f"info records the prompt {prompt.digit!r}, which does not match the labels"
     if not isinstance(info.get("conditional"), bool) or not isinstance(info.get("vae_fingerprint"), str):
         return "info lacks whether the UNet was conditional, or the VAE's fingerprint"
     return None

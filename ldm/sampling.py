@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .schedule import NoiseSchedule, posterior
-from .utils import ConfigError, check_choice
+from .errors import ConfigError, check_choice
 
 # A denoiser as the samplers see it: (x_t [N x ...], t [N]) -> ε̂ with x_t's shape.
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -42,10 +42,12 @@ DEFAULT_SPACING = {"dpm++2m": "logsnr"}
 
 
 def sampling_timesteps(num_timesteps: int, steps: int) -> list[int]:
-    """`steps` evenly spaced timesteps from T-1 down to 0 (all of them when steps == T)."""
+    """`steps` evenly spaced timesteps from T-1 down to 0 (all of them when steps == T). Every
+    chain starts at T-1, from noise: a single step is T-1 alone, not the grid's other end."""
     if not 0 < steps <= num_timesteps:
         raise ConfigError("steps", steps, f"must be in 1..{num_timesteps} (T = {num_timesteps})")
-    return sorted({int(round(v)) for v in np.linspace(0, num_timesteps - 1, steps)}, reverse=True)
+    grid = np.linspace(0, num_timesteps - 1, steps) if steps > 1 else [num_timesteps - 1]
+    return sorted({int(round(v)) for v in grid}, reverse=True)
 
 
 def half_log_snr(alpha_bar: torch.Tensor | float):

@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import BatchSampler
-from .utils import LdmError, written_together
+from .errors import LdmError
 
 
 def snapshot_path(out: str | os.PathLike) -> Path:
@@ -38,16 +38,13 @@ class Snapshot:
 
     kind = "training_state"
 
-    def __init__(self, path: str | os.PathLike, every: int, signature: dict, sampler: BatchSampler | None = None):
+    def __init__(self, path: str | os.PathLike, every: int, signature: dict):
         # compared with the stored copy, so normalise it the way JSON will (tuples become lists)
         self.signature = json.loads(json.dumps(signature))
-        self.path, self.every, self.sampler = Path(path), every, sampler
+        self.path, self.every = Path(path), every  # every: steps between saves (0: only at the end)
 
-    def due(self, step: int, total: int) -> bool:
-        """After finishing `step` steps (1-based), is a save due?"""
-        return step == total or (self.every > 0 and step % self.every == 0)
-
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema, logged: dict) -> None:
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema,
+             sampler: BatchSampler | None, logged: dict) -> None:
         tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema/{k}": v for k, v in ema.model.state_dict().items()})
@@ -59,14 +56,14 @@ class Snapshot:
             tensors["rng/cuda"] = torch.cuda.get_rng_state()
         info = {"step": step, "signature": self.signature, "param_groups": optim["param_groups"], "logged": logged,
                 "ema_updates": None if ema is None else ema.num_updates}
-        if self.sampler is not None:
-            sampler_state = self.sampler.state_dict()
+        if sampler is not None:
+            sampler_state = sampler.state_dict()
             tensors["sampler/generator"], tensors["sampler/perm"] = sampler_state["generator"], sampler_state["perm"]
             info["sampler_pos"] = sampler_state["pos"]
-        with written_together(separate=True):  # now, even while the stage's outputs wait for its end
-            save_checkpoint(self.path, tensors, self.kind, info=info)
+        save_checkpoint(self.path, tensors, self.kind, info=info)  # now, on its own: not one of the stage's outputs
 
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema) -> tuple[int, dict]:
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema,
+                sampler: BatchSampler | None) -> tuple[int, dict]:
         """Load the snapshot if there is one from this very run; return (steps done, last logged metrics)."""
         if not self.path.is_file():
             return 0, {}
@@ -92,8 +89,8 @@ class Snapshot:
         torch.set_rng_state(t["rng/torch"])
         if "rng/cuda" in t and torch.cuda.is_available():
             torch.cuda.set_rng_state(t["rng/cuda"])
-        if self.sampler is not None:
-            self.sampler.load_state_dict({"generator": t["sampler/generator"], "perm": t["sampler/perm"],
+        if sampler is not None:
+            sampler.load_state_dict({"generator": t["sampler/generator"], "perm": t["sampler/perm"],
                                           "pos": ckpt.info["sampler_pos"]})
         print(f"{self.path}: resuming after step {ckpt.info['step']}")
         return ckpt.info["step"], ckpt.info.get("logged", {})

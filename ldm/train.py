@@ -12,8 +12,10 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .monitor import Check, Monitor
+from .data import BatchSampler
+from .errors import LdmError
+from .runtime import RunContext, set_seed
 from .snapshot import Snapshot
-from .utils import LdmError
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,20 @@ class TrainSettings:
 # processes both are this rank's share, scaled so that their mean over the ranks is the value
 # of the global batch (for the loss: the mean over the rank's equal shard).
 StepLoss = Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def due(step: int, total: int, every: int) -> bool:
+    """After finishing `step` of `total` steps (1-based), is a periodic task (a check, a snapshot)
+    due? Every `every` steps (0: never) and at the end."""
+    return step == total or (every > 0 and step % every == 0)
+
+
+def seeded_model(make_model: Callable[[], torch.nn.Module], run: RunContext) -> torch.nn.Module:
+    """The one place a training run is seeded: every global RNG from `run.seed`, then the model
+    initialised from it and moved to `run.device`. Batches, noise and dropout that follow draw
+    from the same seeded state."""
+    set_seed(run.seed)
+    return make_model().to(run.device)
 
 
 def get_lr(step: int, base_lr: float, total_steps: int, warmup_steps: int, min_ratio: float = 0.1) -> float:
@@ -67,7 +83,8 @@ class EMA:
 
 
 def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSettings, *, grad_clip: float = 1.0,
-                 ema: EMA | None = None, log_interval: int = 50, snapshot: Snapshot | None = None,
+                 ema: EMA | None = None, log_interval: int = 50, sampler: BatchSampler | None = None,
+                 snapshot: Snapshot | None = None,
                  monitor: Monitor | None = None, checks: Sequence[Check] = (), desc: str = "train",
                  progress: bool = True) -> dict[str, float]:
     """Optimise `model` for `settings.steps` steps with Adam at the `get_lr` schedule; return the
@@ -79,7 +96,8 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     Metrics are read back (a device sync) only every `log_interval` steps. The first step whose
     loss is not finite on any rank is tracked on the device; at the next read-back every rank stops
     with an LdmError naming it, before any snapshot of the diverged weights is written. With a
-    `snapshot`, the run resumes from it when possible and rank 0 saves it when due. With a
+    `snapshot`, the run resumes from it when possible and rank 0 saves it when due, with the
+    position of the batch `sampler` the steps draw from. With a
     `monitor`, the read-back metrics and the learning rate are logged after step 1, every
     `log_interval` steps and at the end, and the `checks` run when due (monitor.py); a run that
     fails with no snapshot to resume from removes its log.
@@ -87,7 +105,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     steps, lr = settings.steps, settings.lr
     distributed.check_divisible("batch_size", settings.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    start, logged = snapshot.restore(model, optimizer, ema) if snapshot is not None else (0, {})
+    start, logged = snapshot.restore(model, optimizer, ema, sampler) if snapshot is not None else (0, {})
     model.train()
     never = torch.tensor(steps, device=next(model.parameters()).device)
     first_bad_step = never
@@ -99,6 +117,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                            "and nothing after the last good snapshot was saved (try a lower learning rate)")
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, disable=not progress)
+    finished = False
     try:
         if monitor is not None:
             monitor.open(start)
@@ -124,20 +143,18 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
                 if monitor is not None:
                     monitor.write(done, "train", dict(logged, lr=optimizer.param_groups[0]["lr"]))
-            due = [check for check in checks if check.due(done, steps)] if monitor is not None else []
-            if due:
+            checks_due = [check for check in checks if due(done, steps, check.every)] if monitor is not None else []
+            if checks_due:
                 check_finite()  # no check on diverged weights
-                monitor.run_checks(due, done, model, None if ema is None else ema.model)
-            if snapshot is not None and snapshot.due(done, steps):
+                monitor.run_checks(checks_due, done, model, None if ema is None else ema.model)
+            if snapshot is not None and due(done, steps, snapshot.every):
                 check_finite()
                 if distributed.is_main():
-                    snapshot.save(done, model, optimizer, ema, logged)
-    except BaseException:
-        if monitor is not None and not (snapshot is not None and snapshot.path.is_file()):
-            monitor.close(discard=True)  # nothing to resume from: the failed run leaves no log either
-        raise
+                    snapshot.save(done, model, optimizer, ema, sampler, logged)
+        finished = True
     finally:
         if monitor is not None:
-            monitor.close()
+            # a run that failed with nothing to resume from leaves no log either
+            monitor.close(discard=not finished and not (snapshot is not None and snapshot.path.is_file()))
     model.eval()
     return logged

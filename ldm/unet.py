@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from .nn import Downsample, LabelEmbedding, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
-from .utils import ConfigError, check_fraction, check_positive
+from .errors import ConfigError, check_fraction, check_positive
 
 
 @dataclass
 class UNetConfig:
-    in_channels: int = 4  # the VAE's latent channels
+    in_channels: int = 4  # the latents' channels: stages.train_unet sets it from the latent cache
     base_channels: int = 64  # width at the input resolution
     channel_mult: tuple[int, ...] = (1, 2)  # one level per entry: 7x7, then 4x4
     num_res_blocks: int = 2  # per level on the way down (one more on the way up)

@@ -11,7 +11,7 @@ from torch import nn
 
 from .data import IMAGE_SIZE
 from .nn import ResBlock, normalization
-from .utils import check_positive
+from .errors import check_positive
 
 
 @dataclass
@@ -77,12 +77,18 @@ class VAE(nn.Module):
         """Images -> (decoder logits of z = μ + σ·ε, mean, logvar): the reparameterisation trick,
         with ε ~ N(0, I) drawn here unless given (training passes the global batch's share)."""
         mean, logvar = self.encode(x)
-        noise = torch.randn_like(mean) if noise is None else noise
-        return self.decoder(mean + torch.exp(0.5 * logvar) * noise), mean, logvar
+        return self.decoder(reparameterise(mean, logvar, noise)), mean, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [0, 1] (the Bernoulli means)."""
         return torch.sigmoid(self.decoder(z))
+
+
+def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """z = μ + σ·ε, a draw from the posterior N(μ, σ²) (eq. 10 of Kingma & Welling 2013,
+    arXiv:1312.6114); ε ~ N(0, I) drawn here, on μ's device, unless given."""
+    noise = torch.randn_like(mean) if noise is None else noise
+    return mean + torch.exp(0.5 * logvar) * noise
 
 
 def vae_loss(vae: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, ...]], x: torch.Tensor,

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldm.bench import run_bench
+from ldm.bench import BenchInputs, run_bench
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
-                     positive_int, prepare, run)
-from ldm.utils import set_seed
-
+                     positive_int, prepare, run_context)
+from ldm.launch import run
 
 def parser() -> StageParser:
     parser = StageParser(__doc__)
@@ -39,15 +38,11 @@ def parser() -> StageParser:
 def main(args) -> None:
     out_dir, work_dir = Path(args.out_dir), Path(args.work_dir)
     device, preset = prepare(args, out_dir / "bench.json", work_dir / "unet.safetensors")
-    set_seed(args.seed)
-    table = run_bench(preset, data_dir=args.data_dir, classifier_path=args.classifier, vae_path=args.vae,
-                      unet_path=args.unet, latents_path=args.latents,
-                      num_images=args.num_images or preset.bench.images, skip_training=args.skip_training,
-                      out_dir=out_dir, work_dir=work_dir, seed=args.seed, device=device, compile=args.compile,
-                      progress=not args.no_progress)
+    inputs = BenchInputs(args.data_dir, args.classifier, args.vae, args.unet, args.latents)
+    table = run_bench(preset, inputs, run_context(args, device), num_images=args.num_images or preset.bench.images,
+                      skip_training=args.skip_training, out_dir=out_dir, work_dir=work_dir)
     print(table)
     print(f"wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}")
-
 
 if __name__ == "__main__":
     run(parser(), main, multiprocess=False)

@@ -9,10 +9,12 @@ latents unit variance; the diffusion trainer samples z from these and never runs
 from __future__ import annotations
 
 from ldm.checkpoint import load_model
-from ldm.cli import StageParser, add_data_arg, add_runtime_args, run
+from ldm.cli import StageParser, add_data_arg, add_runtime_args
+from ldm.launch import run
 from ldm.data import load_mnist
 from ldm.latents import LatentCache, save_latent_cache
-from ldm.utils import check_writable, resolve_device
+from ldm.outputs import check_writable
+from ldm.runtime import resolve_device
 from ldm.vae import VAE
 
 

@@ -22,10 +22,14 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, positive_int, run
+from ldm.cli import StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, positive_int, run_context
 from ldm.data import load_mnist
-from ldm.evaluation import fid_report
-from ldm.utils import check_writable, resolve_device, set_seed
+from ldm.distributed import describe_device, is_main
+from ldm.fid_table import report_context, score_rows, table_rows, write_report
+from ldm.launch import run
+from ldm.outputs import check_writable, written_together
+from ldm.samples import load_samples
+from ldm.scoring import Scorer
 from ldm.vae import VAE
 
 
@@ -43,15 +47,25 @@ def parser() -> StageParser:
 def main(args) -> None:
     out_dir = Path(args.out_dir)
     check_writable(out_dir / "fid.json", out_dir / "fid.md")
-    device = resolve_device(args.device)
-    set_seed(args.seed)
-    classifier, classifier_ckpt = load_model(args.classifier, Classifier, device)
-    vae, vae_ckpt = load_model(args.vae, VAE, device)
+    context = run_context(args)
+    # every input is read and checked before any work
+    classifier, classifier_ckpt = load_model(args.classifier, Classifier, context.device)
+    vae, vae_ckpt = load_model(args.vae, VAE, context.device)
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")
-    table = fid_report(classifier, classifier_ckpt, vae, vae_ckpt, train_images, test_images, args.samples,
-                       args.num_images, seed=args.seed, device=device, out_dir=out_dir, data_dir=args.data_dir,
-                       progress=not args.no_progress)
+    samples = {path: load_samples(path) for path in args.samples}
+    rows = table_rows(train_images, vae, vae_ckpt, samples, args.num_images, seed=context.seed,
+                      device=context.device)
+    scorer = Scorer.compute(classifier, train_images, test_images, context.device, context.progress)
+    results = score_rows(scorer, rows)
+    if not is_main():  # every rank scored every row; one writes
+        return
+    with written_together() as outputs:  # the grids and the report appear together, or none of them
+        table = write_report(out_dir, rows, results,
+                             report_context(classifier_ckpt, args.num_images, len(test_images), len(train_images),
+                                            data_dir=args.data_dir, seed=context.seed,
+                                            device=describe_device(context.device)),
+                             outputs)
     print(table)
     print(f"wrote {out_dir / 'fid.json'} and {out_dir / 'fid.md'}")
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from ldm import __version__
-from ldm.cli import StageParser, add_data_arg, run
+from ldm.cli import StageParser, add_data_arg
+from ldm.launch import run
 from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
-from ldm.utils import LdmError, check_writable, write_text_atomic
+from ldm.errors import LdmError
+from ldm.outputs import check_writable, write_text_atomic
 
 
 def parser() -> StageParser:

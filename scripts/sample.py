@@ -18,34 +18,33 @@ conditional branch; --digit none samples the "no label" branch instead.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 from ldm import distributed
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_preset_arg, add_runtime_args, positive_int,
-                     prepare, run)
-from ldm.evaluation import samples_row_name
-from ldm.guidance import PROMPT_GUIDANCE
+from ldm.cli import StageParser, add_checkpoint_args, add_compile_arg, add_runtime_args, positive_int, run_context
+from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
-from ldm.pipeline import WEIGHTS, LatentDiffusion
-from ldm.samples import save_samples
-from ldm.sampling import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, VARIANCES
-from ldm.utils import LdmError, written_together
+from ldm.launch import run
+from ldm.outputs import check_writable, written_together
+from ldm.pipeline import BATCH_SIZE, WEIGHTS, LatentDiffusion
+from ldm.prompt import PROMPT_GUIDANCE
+from ldm.samples import row_name, samples_info, save_samples
+from ldm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS, VARIANCES, SamplerConfig
 
 
 def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_checkpoint_args(parser, "unet", "vae")
     parser.add_argument("--weights", default="ema", help=f"which UNet weights to sample with: {', '.join(WEIGHTS)}")
-    add_preset_arg(parser)
     group = parser.add_argument_group("sampler")
     group.add_argument("--sampler", default=DEFAULT_SAMPLER,
                        help=f"{', '.join(SAMPLERS)}: ancestral DDPM, DDIM, DPM-Solver++(2M) or annealed Langevin "
                             "dynamics")
     group.add_argument("--steps", type=positive_int,
-                       help="denoising steps or Langevin noise levels (unset: the preset's; "
-                            "DDPM with fewer than T steps is respaced)")
+                       help="denoising steps or Langevin noise levels (unset: "
+                            + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+                            + "; DDPM with fewer than T steps is respaced)")
     group.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale: 0 deterministic, 1 = DDPM")
     group.add_argument("--variance", default="beta_tilde", help=f"DDPM step variance σ²: {', '.join(VARIANCES)}")
     group.add_argument("--spacing", help=f"steps evenly spaced in {' or '.join(SPACINGS)} (unset: log-SNR for "
@@ -59,7 +58,9 @@ def parser() -> StageParser:
                             f"(unset: 1 for --digit any, else {PROMPT_GUIDANCE:g})")
     group = parser.add_argument_group("output")
     group.add_argument("--num-samples", dest="num_images", type=positive_int, default=64, help="images to generate")
-    group.add_argument("--batch-size", type=positive_int, help="images per sampling batch (unset: the preset's)")
+    group.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
+                       help="images per sampling batch; each batch draws its own noise from the seed, so the "
+                            "images depend on it")
     group.add_argument("--out", default="checkpoints/samples.safetensors",
                        help="images written here, and a grid of the first 64 beside it as .png")
     group.add_argument("--strip", action="store_true",
@@ -74,36 +75,38 @@ def main(args) -> None:
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
     grid, strip_path = out.with_suffix(".png"), out.with_name(f"{out.stem}_process.png")
-    device, preset = prepare(args, out, grid, *([strip_path] if args.strip else []))
-    sampler = preset.sampler(args.sampler, args.steps, eta=args.eta, variance=args.variance, spacing=args.spacing)
-    model = LatentDiffusion.load(args.unet, args.vae, device, args.weights, compile=args.compile)
-    digit, labels, guidance = model.prompt(args.digit, args.num_images, args.seed, args.guidance)
+    check_writable(out, grid, *([strip_path] if args.strip else []))
+    context = run_context(args)
+    sampler = SamplerConfig(args.sampler, args.steps, eta=args.eta, variance=args.variance, spacing=args.spacing)
+    model = LatentDiffusion.load(args.unet, args.vae, context.device, args.weights, compile=context.compile)
+    prompt = model.prompt(args.digit, args.guidance)
     start = time.time()
-    images = model.sample(args.num_images, sampler, labels=labels, guidance=guidance, seed=args.seed,
-                          batch_size=args.batch_size or preset.sample_batch_size, progress=not args.no_progress)
+    images = model.sample(args.num_images, sampler, prompt, seed=context.seed, batch_size=args.batch_size,
+                          progress=context.progress)
     seconds = time.time() - start
     if not distributed.is_main():  # every rank holds all the images; rank 0 writes them
         return
-    info = {"sampler": dataclasses.asdict(sampler), "digit": digit, "guidance": None if labels is None else guidance,
-            "conditional": bool(model.num_classes), "seed": args.seed, "weights": args.weights,
-            "unet_fingerprint": model.unet_ckpt.fingerprint, "vae_fingerprint": model.vae_ckpt.fingerprint,
-            "device": str(device), "compiled": args.compile}  # no timings: the file depends on the command alone
-    with written_together():  # the samples and their pictures appear together, or none of them
-        save_samples(out, images, labels, info)
+    labels = prompt.labels(args.num_images, context.seed, model.label_frequencies)
+    conditional = bool(model.num_classes)
+    info = samples_info(sampler, prompt, conditional, seed=context.seed, weights=args.weights,
+                        unet_fingerprint=model.unet_ckpt.fingerprint, vae_fingerprint=model.vae_ckpt.fingerprint,
+                        device=str(context.device), compiled=context.compile)  # no timings: the file depends on the command alone
+    with written_together() as outputs:  # the samples and their pictures appear together, or none of them
+        save_samples(out, images, labels, info, outputs)
         per_digit = min(10, args.num_images // 10)
-        if digit == "all" and per_digit:
-            save_rows(digit_rows(images, labels, per_digit), grid)
+        if prompt.digit == "all" and per_digit:
+            save_rows(digit_rows(images, labels, per_digit), grid, outputs)
         else:
-            save_grid(images[:64], grid, nrow=8)
+            save_grid(images[:64], grid, nrow=8, outputs=outputs)
         if args.strip:
-            strip = model.denoising_strip(min(8, args.num_images), sampler, seed=args.seed,
-                                          labels=None if labels is None else labels[:8], guidance=guidance)
-            save_rows(strip, strip_path)
+            strip = model.denoising_strip(min(8, args.num_images), sampler, prompt, seed=context.seed)
+            save_rows(strip, strip_path, outputs)
     if args.strip:
         print(f"wrote {strip_path} (x̂_0 at 10 points of the chain, then the sample)")
     processes = distributed.world().size
-    print(f"{samples_row_name(info)}: {len(images)} images in {seconds:.1f}s ({len(images) / seconds:.1f} images/s "
-          f"on {device}{f', {processes} processes' if processes > 1 else ''}); wrote {out} and {grid}")
+    print(f"{row_name(sampler, prompt, conditional)}: {len(images)} images in {seconds:.1f}s "
+          f"({len(images) / seconds:.1f} images/s on {context.device}"
+          f"{f', {processes} processes' if processes > 1 else ''}); wrote {out} and {grid}")
 
 
 if __name__ == "__main__":

@@ -17,22 +17,24 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
-                     positive_int, prepare, run, seed)
+from ldm.cli import StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_runtime_args, positive_int, seed
+from ldm.launch import run
+from ldm.outputs import check_writable
+from ldm.runtime import resolve_device
 from ldm.data import load_mnist
-from ldm.pipeline import LatentDiffusion
+from ldm.pipeline import BATCH_SIZE, LatentDiffusion
 from ldm.sampler_study import NFES, SEEDS, run_sampler_study, write_report
 
 
 def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
-    add_preset_arg(parser)
     add_checkpoint_args(parser, "classifier", "vae", "unet")
     parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per row and seed")
     parser.add_argument("--seeds", type=seed, nargs="+", default=list(SEEDS), help="seeds of every row")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=list(NFES), help="model evaluations per image")
-    parser.add_argument("--batch-size", type=positive_int, help="images per sampling batch (unset: the preset's)")
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
+                        help="images per sampling batch (the images depend on it)")
     parser.add_argument("--out-dir", default="reports", help="samplers.json, samplers.md and samplers.png go here")
     add_runtime_args(parser)
     add_compile_arg(parser)
@@ -41,13 +43,14 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     out_dir = Path(args.out_dir)
-    device, preset = prepare(args, out_dir / "samplers.json")
+    check_writable(out_dir / "samplers.json")
+    device = resolve_device(args.device)
     model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile)
     classifier, _ = load_model(args.classifier, Classifier, device)
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")
     report = run_sampler_study(model, classifier, train_images, test_images, num_images=args.num_images,
-                               nfes=args.nfe, seeds=args.seeds, batch_size=args.batch_size or preset.sample_batch_size,
+                               nfes=args.nfe, seeds=args.seeds, batch_size=args.batch_size,
                                device=device, progress=not args.no_progress)
     print(write_report(report, out_dir))
     print(f"wrote {out_dir / 'samplers.json'}, {out_dir / 'samplers.md'} and {out_dir / 'samplers.png'}")

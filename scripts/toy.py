@@ -17,13 +17,15 @@ from pathlib import Path
 import torch
 
 from ldm import __version__
-from ldm.cli import StageParser, add_runtime_args, positive_int, run
+from ldm.cli import StageParser, add_runtime_args, positive_int
+from ldm.distributed import describe_device
+from ldm.launch import run
 from ldm.monitor import Monitor, read_log
+from ldm.outputs import check_writable, write_text_atomic, written_together
 from ldm.plots import plot_training_log
 from ldm.toy.data import TOY_DATASETS, get_toy_dataset
 from ldm.toy.plots import save_toy_figure
 from ldm.toy.run import TOY_SETTINGS, evaluate_toy, toy_markdown, train_toy
-from ldm.utils import check_writable, describe_device, set_seed, write_text_atomic, written_together
 
 
 def parser() -> StageParser:
@@ -43,7 +45,6 @@ def main(args) -> None:
     check_writable(out_dir / "toy.json")
     rows = []
     for dataset in datasets:
-        set_seed(args.seed)
         log = out_dir / f"{dataset.name}.log.jsonl"
         model = train_toy(dataset, TOY_SETTINGS[args.settings], conditional=bool(dataset.label_names),
                           seed=args.seed, progress=not args.no_progress, monitor=Monitor(log))

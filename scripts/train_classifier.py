@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, draw_curves,
-                     prepare, run, training_monitor, training_outputs, with_overrides)
+from ldm.cli import StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare, run_context, with_overrides
 from ldm.data import load_mnist
+from ldm.launch import run
+from ldm.outputs import written_together
 from ldm.stages import train_classifier
-from ldm.utils import written_together
+from ldm.training_files import TrainingFiles
 
 
 def parser() -> StageParser:
@@ -24,16 +25,19 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    device, preset = prepare(args, *training_outputs(args))
-    monitor = training_monitor(args)
+    files = TrainingFiles.beside(args.out, args.log, args.curves)
+    device, preset = prepare(args, *files.outputs)
+    monitor = files.monitor(args.tensorboard)
     settings = with_overrides(preset.classifier, args, "steps", "batch_size", "validate_every")
     train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
     test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
-    with written_together():  # the checkpoint and its curves appear together
-        info = train_classifier(train, test, settings, args.out, seed=args.seed, device=device,
-                                save_every=args.save_every, progress=not args.no_progress,
-                                info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
-        draw_curves(args, "classifier")
+    trained = train_classifier(train, test, settings, run_context(args, device), snapshot_to=files.snapshot,
+                               save_every=args.save_every, monitor=monitor)
+    trained.info.update(preset=preset.name, data_dir=args.data_dir)
+    with written_together() as outputs:  # the checkpoint and its curves appear together
+        trained.save(files.checkpoint, outputs)
+        files.draw_curves("classifier", outputs)
+    info = trained.info
     print(f"classifier test accuracy: {info['test_accuracy']:.4f} ({info['test_images']} test images, "
           f"trained on {info['train_images']} for {settings.steps} steps); wrote {args.out}")
 

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
+from ldm.checkpoint import check_made_with_vae, load_model
+from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
-                     add_training_args, draw_curves, non_negative_int, positive_float, positive_int, prepare, run,
-                     training_monitor, training_outputs, with_overrides)
+                     add_training_args, non_negative_int, positive_float, positive_int, prepare, run_context,
+                     with_overrides)
 from ldm.data import load_mnist
 from ldm.diffusion import PREDICTIONS
-from ldm.evaluation import TestSetFID
 from ldm.latents import load_latent_cache
+from ldm.launch import run
+from ldm.outputs import written_together
 from ldm.schedule import BETA_SCHEDULES
-from ldm.snapshot import snapshot_path
-from ldm.stages import SampleQuality, save_unet, train_unet
-from ldm.utils import written_together
+from ldm.scoring import TestSetFID
+from ldm.stages import SampleQuality, train_unet
+from ldm.training_files import TrainingFiles
 from ldm.vae import VAE
 
 
@@ -57,34 +60,34 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    device, preset = prepare(args, *training_outputs(args))
-    monitor = training_monitor(args)
+    files = TrainingFiles.beside(args.out, args.log, args.curves)
+    device, preset = prepare(args, *files.outputs)
+    monitor = files.monitor(args.tensorboard)
     diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
                                       "min_snr_gamma", "label_dropout")
     settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power", "validate_every")
     cache = load_latent_cache(args.latents, device)
     fid_every = preset.fid_every if args.fid_every is None else args.fid_every
-    quality = sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images,
-                             preset.sample_batch_size, device) if fid_every else None
-    ema_model, raw_model, info = train_unet(cache, preset.unet_model, diffusion_config, settings, seed=args.seed,
-                                            device=device, progress=not args.no_progress,
-                                            snapshot_to=snapshot_path(args.out), save_every=args.save_every,
-                                            compile=args.compile, monitor=monitor, quality=quality)
+    quality = sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images, device) if fid_every else None
+    trained = train_unet(cache, preset.unet_model, diffusion_config, settings, run_context(args, device),
+                         snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality)
+    info = trained.info
     print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
           f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
-    with written_together():  # the checkpoint and its curves appear together
-        save_unet(args.out, ema_model, raw_model, dict(info, preset=preset.name, latents=str(args.latents)))
-        draw_curves(args, "diffusion")
+    info.update(preset=preset.name, latents=str(args.latents))
+    with written_together() as outputs:  # the checkpoint and its curves appear together
+        trained.save(files.checkpoint, outputs)
+        files.draw_curves("diffusion", outputs)
     print(f"wrote {args.out}")
 
 
-def sample_quality(args, cache, every: int, num_images: int, batch_size: int, device) -> SampleQuality:
+def sample_quality(args, cache, every: int, num_images: int, device) -> SampleQuality:
     """The VAE that made the latents, the classifier and the test set, to score samples in training."""
     vae, vae_ckpt = load_model(args.vae, VAE, device)
     check_made_with_vae(args.latents, cache.vae_fingerprint, vae_ckpt, "rerun `make latents` or pass --fid-every 0")
     classifier, _ = load_model(args.classifier, Classifier, device)
     fid = TestSetFID(classifier, load_mnist(args.data_dir, "test")[0].to(device), device)
-    return SampleQuality(vae, vae_ckpt, fid, every, num_images, batch_size, args.seed)
+    return SampleQuality(vae, vae_ckpt, fid, every, num_images, args.seed)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
-from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, draw_curves,
-                     prepare, run, training_monitor, training_outputs, with_overrides)
+from ldm.cli import StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare, run_context, with_overrides
 from ldm.data import load_mnist
-from ldm.stages import train_vae
-from ldm.utils import written_together
+from ldm.distributed import is_main
+from ldm.images import save_rows
+from ldm.launch import run
+from ldm.outputs import written_together
+from ldm.stages import reconstruction_rows, train_vae
+from ldm.training_files import TrainingFiles
 
 
 def parser() -> StageParser:
@@ -26,17 +29,21 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    device, preset = prepare(args, *training_outputs(args), args.grid)
-    monitor = training_monitor(args)
+    files = TrainingFiles.beside(args.out, args.log, args.curves)
+    device, preset = prepare(args, *files.outputs, args.grid)
+    monitor = files.monitor(args.tensorboard)
     settings = with_overrides(preset.vae, args, "steps", "batch_size", "validate_every")
     train_images = load_mnist(args.data_dir, "train")[0].to(device)
     test_images = load_mnist(args.data_dir, "test")[0].to(device)
-    with written_together():  # the checkpoint, its grid and its curves appear together
-        info = train_vae(train_images, test_images, preset.vae_model, settings, args.out, args.grid, seed=args.seed,
-                         device=device, save_every=args.save_every, progress=not args.no_progress,
-                         info={"preset": preset.name, "data_dir": args.data_dir}, monitor=monitor)
-        draw_curves(args, "VAE")
-    print("vae test: " + ", ".join(f"{k} {v:.4f}" for k, v in info["test"].items()))
+    trained = train_vae(train_images, test_images, preset.vae_model, settings, run_context(args, device),
+                        snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor)
+    trained.info.update(preset=preset.name, data_dir=args.data_dir)
+    if is_main():
+        with written_together() as outputs:  # the checkpoint, its grid and its curves appear together
+            trained.save(files.checkpoint, outputs)
+            save_rows(reconstruction_rows(trained.model, test_images), args.grid, outputs)
+            files.draw_curves("VAE", outputs)
+    print("vae test: " + ", ".join(f"{k} {v:.4f}" for k, v in trained.info["test"].items()))
     print(f"wrote {args.out} and {args.grid}")
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, positive_int,
-                     prepare, run)
+                     prepare, run_context)
 from ldm.data import load_mnist
-from ldm.evaluation import TestSetFID
+from ldm.launch import run
+from ldm.scoring import TestSetFID
 from ldm.latents import load_latent_cache
 from ldm.length_study import default_lengths, run_length_study, write_report
 from ldm.pipeline import LatentDiffusion
@@ -52,9 +53,9 @@ def main(args) -> None:
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")
     report = run_length_study(preset, cache, TestSetFID(classifier, test_images, device), train_images,
-                              lengths=args.steps or default_lengths(preset), unet_path=args.unet, vae_path=args.vae,
-                              work_dir=args.work_dir, num_images=args.num_images, sampler=SamplerConfig(),
-                              seed=args.seed, device=device, progress=not args.no_progress)
+                              run_context(args, device), lengths=args.steps or default_lengths(preset),
+                              unet_path=args.unet, vae_path=args.vae, work_dir=args.work_dir,
+                              num_images=args.num_images, sampler=SamplerConfig())
     print(write_report(report, out_dir))
     print(f"wrote {out_dir / 'training_length.json'}, {out_dir / 'training_length.md'} and "
           f"{out_dir / 'training_length.png'}")

@@ -17,6 +17,7 @@ from ldm.data import load_mnist
 from ldm.diffusion import DiffusionConfig
 from ldm.latents import load_latent_cache
 from ldm.presets import PRESETS
+from ldm.runtime import RunContext
 from ldm.stages import train_classifier, train_unet, train_vae
 from ldm.train import TrainSettings
 
@@ -29,12 +30,11 @@ def main(data_dir: str, latents: str, out: str) -> None:
         distributed.init("cpu")
     smoke = PRESETS["smoke"]
     train, test = load_mnist(data_dir, "train"), load_mnist(data_dir, "test")
-    train_classifier(train, test, SETTINGS, out / "classifier.safetensors", seed=0, device=device, progress=False)
-    train_vae(train[0], test[0], smoke.vae_model, SETTINGS, out / "vae.safetensors", out / "vae.png", seed=0,
-              device=device, progress=False)
-    ema, raw, _ = train_unet(load_latent_cache(latents), smoke.unet_model, DiffusionConfig(), SETTINGS, seed=0,
-                             device=device, progress=False)
-    tensors = {**{f"raw/{k}": v for k, v in raw.state_dict().items()}, **ema.state_dict()}
+    run = RunContext(seed=0, device=device, progress=False)
+    train_classifier(train, test, SETTINGS, run).save(out / "classifier.safetensors")
+    train_vae(train[0], test[0], smoke.vae_model, SETTINGS, run).save(out / "vae.safetensors")
+    unet = train_unet(load_latent_cache(latents), smoke.unet_model, DiffusionConfig(), SETTINGS, run)
+    tensors = {**{f"raw/{k}": v for k, v in unet.raw_model.state_dict().items()}, **unet.model.state_dict()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"unet_rank{distributed.world().rank}.safetensors"))
     distributed.shutdown(finished=True)
 

@@ -1,10 +1,11 @@
 """Run by tests/test_distributed.py under torchrun: a model whose loss turns NaN on rank 1 alone,
-at step 3, trained through the stage scripts' error handling (cli.run)."""
+at step 3, trained through the stage scripts' error handling (launch.run)."""
 
 import torch
 
 from ldm import distributed
-from ldm.cli import StageParser, add_runtime_args, run
+from ldm.cli import StageParser, add_runtime_args
+from ldm.launch import run
 from ldm.train import TrainSettings, run_training
 
 

@@ -2,8 +2,10 @@
 this process (`run_inline`: the same parsing and error handling, without paying a torch import)."""
 
 import contextlib
+import gzip
 import importlib
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +13,11 @@ from unittest import mock
 
 import numpy as np
 
-from ldm import cli
-from ldm.data import write_idx
+from ldm import launch
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["--preset", "smoke", "--device", "cpu"]
+CPU = ["--device", "cpu"]
+SMOKE = ["--preset", "smoke", *CPU]  # the training stages and studies; sampling has no preset
 
 
 def _quiet(name: str) -> list[str]:
@@ -31,14 +33,14 @@ def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProc
 
 
 def run_inline(name: str, *args) -> subprocess.CompletedProcess:
-    """`scripts.<name>` run through `cli.run` in this process, as `run_script` would run it; any
-    exception that `cli.run` lets through (a traceback for a user) fails the test."""
+    """`scripts.<name>` run through `launch.run` in this process, as `run_script` would run it; any
+    exception that `launch.run` lets through (a traceback for a user) fails the test."""
     module = importlib.import_module(f"scripts.{name}")
     argv = [f"scripts/{name}.py", *map(str, args), *_quiet(name)]
     stdout, stderr = io.StringIO(), io.StringIO()
     with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         try:
-            cli.run(module.parser(), module.main)
+            launch.run(module.parser(), module.main)
             status = 0
         except SystemExit as e:
             status = e.code
@@ -51,6 +53,16 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip when the name ends in .gz)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = 0x00000800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
 
 
 def write_synthetic_mnist(folder: Path, train: int = 64, test: int = 32) -> Path:
@@ -77,10 +89,10 @@ def run_smoke_pipeline(tmp: Path) -> dict:
                "--fid-every", 2, "--fid-images", 12, "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
                "--vae", ckpt / "vae.safetensors")
     models = ["--unet", ckpt / "unet.safetensors", "--vae", ckpt / "vae.safetensors"]
-    for sampler in ("ddpm", "ddim"):
-        run_script("sample", *models, *SMOKE, "--sampler", sampler, "--num-samples", 16,
+    for sampler, steps in (("ddpm", 5), ("ddim", 3)):
+        run_script("sample", *models, *CPU, "--sampler", sampler, "--steps", steps, "--num-samples", 16,
                    "--out", ckpt / f"samples_{sampler}.safetensors")
-    run_script("sample", *models, *SMOKE, "--digit", "all", "--num-samples", 20, "--strip",
+    run_script("sample", *models, *CPU, "--digit", "all", "--num-samples", 20, "--strip",
                "--out", ckpt / "samples_digits.safetensors")
     evaluate = run_script("evaluate", "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
                           "--vae", ckpt / "vae.safetensors", "--num-images", 16, "--out-dir", reports,

@@ -22,11 +22,11 @@ import PIL.Image
 import pytest
 import torch
 from safetensors.torch import save_file
-from stage_scripts import SMOKE, assert_one_line_error, run_inline
+from stage_scripts import CPU, SMOKE, assert_one_line_error, run_inline, write_idx
 
 from ldm.checkpoint import load_checkpoint, save_checkpoint
-from ldm.data import IMAGES_MAGIC, read_idx, write_idx
-from ldm.utils import LdmError
+from ldm.data import IMAGES_MAGIC, read_idx
+from ldm.errors import LdmError
 
 # ---- damaged inputs
 
@@ -109,7 +109,7 @@ def other_vae(pipeline, tmp_path_factory) -> Path:
 
 
 def sample(p, out, *args):
-    return "sample", [*p["models"], *SMOKE, "--num-samples", 2, *args, "--out", out / "s.safetensors"]
+    return "sample", [*p["models"], *CPU, "--num-samples", 2, *args, "--out", out / "s.safetensors"]
 
 
 def train_diffusion(p, out, *args):
@@ -336,7 +336,7 @@ CASES = {
         lambda p, out, tmp, other: sample(p, out, "--digit", 11),
         ["--digit 11: must be a digit 0-9 or one of all, any, none"]),
     "unknown preset": (
-        lambda p, out, tmp, other: sample(p, out, "--preset", "huge"),
+        lambda p, out, tmp, other: train_diffusion(p, out, "--preset", "huge"),
         ["--preset huge: choose one of auto, cpu, gpu, smoke"]),
     "batch larger than the training set": (
         lambda p, out, tmp, other: ("train_classifier", ["--data-dir", p["data"], *SMOKE, "--batch-size", 100,
@@ -357,7 +357,7 @@ CASES = {
                                                        "--out", tmp]),
         ["scratch: is a directory; name a file to write"]),
     "samples whose picture would replace a directory": (
-        lambda p, out, tmp, other: ("sample", [*p["models"], *SMOKE, "--out", tmp / "a_dir.safetensors"]),
+        lambda p, out, tmp, other: ("sample", [*p["models"], *CPU, "--out", tmp / "a_dir.safetensors"]),
         ["a_dir.png: is a directory; name a file to write"]),
 }
 
@@ -406,12 +406,12 @@ def stage_command(stage: str, p: dict, out: Path, files: dict) -> list:
         "encode_latents": ["--data-dir", data, "--vae", vae, "--out", out / "l.safetensors"],
         "train_diffusion": ["--latents", latents, *SMOKE, "--fid-every", 1, "--fid-images", 8, "--data-dir", data,
                             "--classifier", classifier, "--vae", vae, "--out", out / "u.safetensors"],
-        "sample": ["--unet", unet, "--vae", vae, *SMOKE, "--num-samples", 2, "--out", out / "s.safetensors"],
+        "sample": ["--unet", unet, "--vae", vae, *CPU, "--num-samples", 2, "--out", out / "s.safetensors"],
         "evaluate": ["--data-dir", data, "--classifier", classifier, "--vae", vae, "--num-images", 16,
                      "--device", "cpu", "--out-dir", out, "--samples", files["samples"]],
         "bench": ["--data-dir", data, *SMOKE, *models, "--latents", latents, "--out-dir", out,
                   "--work-dir", out / "work"],
-        "samplers": ["--data-dir", data, *SMOKE, *models, "--num-images", 8, "--seeds", 0, "--nfe", 2,
+        "samplers": ["--data-dir", data, *CPU, *models, "--num-images", 8, "--seeds", 0, "--nfe", 2,
                      "--out-dir", out],
         "training_length": ["--data-dir", data, *SMOKE, *models, "--latents", latents, "--steps", 2,
                             "--num-images", 8, "--out-dir", out, "--work-dir", out / "work"],

@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ldm.data import IMAGES_MAGIC, LABELS_MAGIC, BatchSampler, load_mnist, read_idx, write_idx
-from ldm.utils import LdmError
+from ldm.data import IMAGES_MAGIC, LABELS_MAGIC, BatchSampler, load_mnist, read_idx
+from stage_scripts import write_idx
+from ldm.errors import LdmError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

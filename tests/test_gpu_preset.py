@@ -5,15 +5,16 @@ import dataclasses
 
 import torch
 
-from ldm import utils
-from ldm.checkpoint import load_model
+from ldm import runtime
+from ldm.checkpoint import load_checkpoint
 from ldm.diffusion import Diffusion
 from ldm.latents import LatentCache
 from ldm.presets import PRESETS
+from ldm.runtime import RunContext
+from ldm.sampling import SamplerConfig
 from ldm.stages import train_classifier, train_unet, train_vae
-from ldm.vae import VAE
 
-CPU = torch.device("cpu")
+RUN = RunContext(seed=0, device=torch.device("cpu"), progress=False)
 
 
 def two_steps(settings):
@@ -26,35 +27,40 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path, monkeypatch)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (32,), generator=generator)
-    train_classifier((images, labels), (images[:8], labels[:8]), two_steps(gpu.classifier), tmp_path / "c.safetensors",
-                     seed=0, device=CPU, progress=False)
-    train_vae(images, images, gpu.vae_model, two_steps(gpu.vae), tmp_path / "v.safetensors", tmp_path / "v.png",
-              seed=0, device=CPU, progress=False)
-    vae, vae_ckpt = load_model(tmp_path / "v.safetensors", VAE, CPU)
+    train_classifier((images, labels), (images[:8], labels[:8]), two_steps(gpu.classifier), RUN)
+    vae = train_vae(images, images, gpu.vae_model, two_steps(gpu.vae), RUN)
+    vae.save(tmp_path / "v.safetensors")
+    vae, vae_ckpt = vae.model, load_checkpoint(tmp_path / "v.safetensors", "vae")
     assert vae.config == gpu.vae_model
-    cache = LatentCache.encode(vae, vae_ckpt.fingerprint, (images, labels), (images[:8], labels[:8]), CPU, {})
+    cache = LatentCache.encode(vae, vae_ckpt.fingerprint, (images, labels), (images[:8], labels[:8]), RUN.device, {})
 
-    monkeypatch.setitem(utils.AUTOCAST_DTYPES, "cpu", torch.bfloat16)  # what CUDA runs
-    ema, raw, info = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), seed=0, device=CPU,
-                                progress=False)
-    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in raw.parameters())  # fp32 weights
-    assert torch.isfinite(torch.tensor(info["final_loss"]["loss"]))
+    monkeypatch.setitem(runtime.AUTOCAST_DTYPES, "cpu", torch.bfloat16)  # what CUDA runs
+    unet = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), RUN)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in unet.raw_model.parameters())  # fp32
+    assert torch.isfinite(torch.tensor(unet.info["final_loss"]["loss"]))
+    # after two steps the zero-initialised output layers are still near zero, and any precision
+    # would agree on a near-zero output: compare on freshly initialised, non-trivial weights
+    ema = unet.model
+    for module in ema.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
     dtypes = set()
     ema.input_conv.register_forward_hook(lambda module, args, output: dtypes.add(output.dtype))
 
-    def sample():
+    def sample(seed: int = 0):
         shape, prompts = (4, *vae.latent_shape), torch.arange(4)
-        z = Diffusion(gpu.diffusion).sample(ema, shape, gpu.sampler("ddim", 3), labels=prompts, guidance=1.5,
-                                            num_classes=10, generator=torch.Generator().manual_seed(0))
+        z = Diffusion(gpu.diffusion).sample(ema, shape, SamplerConfig("ddim", 3), labels=prompts, guidance=1.5,
+                                            num_classes=10, generator=torch.Generator().manual_seed(seed))
         return vae.decode(z.float() / cache.scale_factor)
 
     with torch.no_grad():
         bf16 = sample()
         assert dtypes == {torch.bfloat16}
-        monkeypatch.delitem(utils.AUTOCAST_DTYPES, "cpu")
+        monkeypatch.delitem(runtime.AUTOCAST_DTYPES, "cpu")
         dtypes.clear()
-        fp32 = sample()
+        fp32, other_noise = sample(), sample(seed=1)
         assert dtypes == {torch.float32}
     assert bf16.shape == (4, 1, 28, 28) and torch.isfinite(bf16).all()
-    # bf16 keeps 8 bits of mantissa: the same images to within a few grey levels
-    assert (bf16 - fp32).abs().mean() < 0.02, (bf16 - fp32).abs().mean()
+    # bf16 keeps 8 of fp32's 24 bits of mantissa: its rounding must move the images far less than
+    # other noise does (a tenth), else the bf16 path computes something else
+    assert (bf16 - fp32).abs().mean() < 0.1 * (other_noise - fp32).abs().mean()

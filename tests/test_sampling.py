@@ -8,7 +8,7 @@ import torch
 
 from ldm.sampling import (LOGSNR_MIN, SamplerConfig, ddim_sample, ddpm_sample, dpm_solver_2m_sample, half_log_snr,
                           langevin_sample, logsnr_timesteps, sampling_timesteps, spaced_timesteps)
-from ldm.utils import ConfigError
+from ldm.errors import ConfigError
 from ldm.schedule import NoiseSchedule
 
 MEAN, STD = 1.0, 0.5
@@ -95,6 +95,8 @@ def test_same_generator_gives_identical_samples():
 
 def test_sampling_timesteps():
     assert sampling_timesteps(1000, 1000) == list(range(999, -1, -1))
+    # every chain starts from noise, at T-1, however few its steps
+    assert sampling_timesteps(1000, 1) == [999] and sampling_timesteps(1000, 2) == [999, 0]
     steps = sampling_timesteps(1000, 50)
     assert len(steps) == 50 and steps[0] == 999 and steps[-1] == 0 and steps == sorted(steps, reverse=True)
     for steps in (0, 1001):
@@ -220,3 +222,13 @@ def test_logsnr_timesteps_are_distinct_and_even_in_lambda(schedule_name):
     lambdas = half_log_snr(s.alphas_cumprod[logsnr_timesteps(s, 10)])
     gaps = lambdas[1:] - lambdas[:-1]
     assert lambdas[0] >= LOGSNR_MIN - 0.1 and (gaps - gaps.mean()).abs().max() < 0.1 * gaps.mean()
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_one_or_two_steps_start_from_noise_and_land_on_the_data(steps):
+    """With the exact ε of Gaussian data, one DDIM step from T-1 already returns x̂_0, whose mean
+    is the data's (√ᾱ_{T-1} ≈ 0 leaves x_T nearly pure noise, so x̂_0 ≈ E[x_0] = m); a chain that
+    started at t = 0 would instead return its noise unchanged, with mean 0 and std 1."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    x = ddim_sample(oracle_eps(s), s, (N, 1), steps=steps, generator=torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - MEAN) < 5 * STD / N ** 0.5  # 5 standard errors, at most

@@ -11,7 +11,7 @@ from ldm.sampling import SamplerConfig
 from ldm.toy.data import TOY_DATASETS, get_toy_dataset
 from ldm.toy.distance import sliced_wasserstein
 from ldm.toy.run import TOY_SETTINGS, ToyDiffusion, gaussian_like, train_toy
-from ldm.utils import LdmError
+from ldm.errors import LdmError
 
 N = 2000  # samples per check
 

@@ -7,7 +7,7 @@ from ldm.checkpoint import load_checkpoint
 from ldm.data import BatchSampler
 from ldm.snapshot import Snapshot
 from ldm.train import EMA, TrainSettings, get_lr, run_training
-from ldm.utils import LdmError
+from ldm.errors import LdmError
 
 
 def test_lr_warms_up_then_decays_to_the_floor():
@@ -67,7 +67,7 @@ def noisy_regression_run(tmp_path, steps: int, every: int, stop_after: int | Non
     model = torch.nn.Linear(4, 1)
     ema = EMA(model, power=2 / 3)
     sampler = BatchSampler(64, 8, seed=1)
-    snapshot = Snapshot(tmp_path / "m.state.safetensors", every, {"run": "test"}, sampler)
+    snapshot = Snapshot(tmp_path / "m.state.safetensors", every, {"run": "test"})
 
     def loss_fn(step):
         if stop_after is not None and step == stop_after:
@@ -76,7 +76,8 @@ def noisy_regression_run(tmp_path, steps: int, every: int, stop_after: int | Non
         target = x.sum(1, keepdim=True) + 0.1 * torch.randn(len(x), 1)
         return (model(x) - target).pow(2).mean(), {}
 
-    run_training(model, loss_fn, TrainSettings(steps, batch_size=1, lr=0.01), ema=ema, snapshot=snapshot, progress=False)
+    run_training(model, loss_fn, TrainSettings(steps, batch_size=1, lr=0.01), ema=ema, sampler=sampler,
+                 snapshot=snapshot, progress=False)
     return model, ema
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..utils import check_choice
+from ..errors import check_choice
 
 
 def mixture(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

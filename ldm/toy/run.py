@@ -1,5 +1,5 @@
 """Diffusion on toy vectors with the pipeline's own code: the diffusion process and its loss
-(diffusion.py), the training set-up, step loop and EMA (diffusion.py, train.py), the samplers
+(diffusion.py), the training set-up, step loop and EMA (diffusion_training.py, train.py), the samplers
 (sampling.py) and classifier-free guidance (guidance.py). Only the network (an MLP) and the data
 differ from the latent model."""
 
@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..diffusion import Diffusion, DiffusionConfig, train_denoiser
+from ..diffusion import Diffusion, DiffusionConfig
+from ..diffusion_training import train_denoiser
 from ..monitor import Monitor
+from ..runtime import RunContext
 from ..sampling import SamplerConfig
 from ..train import TrainSettings
 from .data import ToyDataset
@@ -78,8 +80,8 @@ def train_toy(dataset: ToyDataset, settings: ToySettings, *, conditional: bool =
                        num_classes=len(dataset.label_names) if conditional else 0)
     diffusion = Diffusion(settings.diffusion)
     trained = train_denoiser(lambda: MLPDenoiser(config), diffusion, len(x), lambda index: (x[index], labels[index]),
-                             settings.training, seed=seed, device=torch.device("cpu"), desc=f"toy {dataset.name}",
-                             progress=progress, monitor=monitor)
+                             settings.training, RunContext(seed, torch.device("cpu"), progress),
+                             desc=f"toy {dataset.name}", monitor=monitor)
     return ToyDiffusion(trained.ema_model, diffusion, mean, std, trained.seconds)
 
 

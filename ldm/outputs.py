@@ -1,0 +1,127 @@
+"""Writing a stage's outputs so that a failure never leaves a partial set.
+
+Every file goes to a hidden temporary file beside its destination and is renamed into place
+only when it is complete. Files that belong together (a checkpoint and its pictures, a report
+and its grids) share one `Outputs` group, opened by `written_together()` and handed to each
+writer: they appear together when the block ends, or (on any error, a full disk included) none
+does and every temporary file is removed, so that an existing good output is never replaced by
+a partial set. A writer given no group writes its file on its own at once (a training
+snapshot, a metrics log). An OSError while writing or renaming becomes one LdmError naming the
+file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import LdmError
+
+
+def _folder_error(folder: Path, e: OSError) -> LdmError:
+    return LdmError(f"{folder}: cannot write output folder ({e.strerror or e})")
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> LdmError:
+    """An OSError met while writing `path` as the one line a user reads."""
+    if e.errno == errno.ENOSPC:
+        return LdmError(f"no space left on device writing {path}")
+    return LdmError(f"cannot write {path} ({e.strerror or e})")
+
+
+def _refuse_directory(path: Path) -> None:
+    if path.is_dir():
+        raise LdmError(f"{path}: is a directory; name a file to write")
+
+
+def check_folder_writable(folder: str | os.PathLike) -> None:
+    """Fail before any work is done if an output folder cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise _folder_error(folder, e) from e
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Fail before any work is done if an output names a directory, or its folder cannot be
+    created or written."""
+    for path in paths:
+        path = Path(path)
+        _refuse_directory(path)
+        check_folder_writable(path.parent)
+
+
+class Outputs:
+    """Files being written together: each to a hidden temporary file beside it, renamed into place
+    by `commit` only when all are written."""
+
+    def __init__(self):
+        self.pending: list[tuple[Path, Path]] = []  # (temporary file, destination)
+
+    def reserve(self, path: Path) -> Path:
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        except OSError as e:
+            raise _folder_error(folder, e) from e
+        os.close(fd)
+        self.pending.append((Path(tmp), path))
+        return Path(tmp)
+
+    def commit(self) -> None:
+        for _, path in self.pending:  # before the first rename, so that none happens
+            _refuse_directory(path)
+        mask = os.umask(0)  # mkstemp makes files private; give them the mode any new file gets
+        os.umask(mask)
+        for tmp, path in self.pending:
+            try:
+                os.chmod(tmp, 0o666 & ~mask)
+                os.replace(tmp, path)
+            except OSError as e:
+                raise write_error(path, e) from e
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def written_together() -> Iterator[Outputs]:
+    """A group for the writers called inside the block: its files appear together when the block
+    ends without error, or none does."""
+    group = Outputs()
+    try:
+        yield group
+        group.commit()
+    finally:
+        group.discard()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, outputs: Outputs | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the same folder as `path`; it is renamed into place when `outputs`
+    commits, or (without a group) as soon as the write succeeds.
+
+    An interrupted write leaves at most a hidden temporary file, never a truncated `path` that a
+    later stage would accept. An OSError while writing becomes one LdmError naming `path`.
+    """
+    path = Path(path)
+    with contextlib.nullcontext(outputs) if outputs is not None else written_together() as group:
+        tmp = group.reserve(path)
+        try:
+            yield tmp
+        except OSError as e:
+            raise write_error(path, e) from e
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, outputs: Outputs | None = None) -> None:
+    with atomic_path(path, outputs) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,92 @@
+"""The Prompt: parsed, defaulted and validated once, naming itself, turning into labels; and the
+prompt reaching the UNet through the pipeline (another digit with the same noise gives another
+image; guidance 1 is the conditional model alone)."""
+
+import warnings
+
+import pytest
+import torch
+
+from ldm.data import NUM_CLASSES
+from ldm.diffusion import Diffusion, DiffusionConfig
+from ldm.errors import ConfigError, LdmError
+from ldm.pipeline import LatentDiffusion
+from ldm.prompt import PROMPT_GUIDANCE, Prompt
+from ldm.sampling import SamplerConfig
+from ldm.unet import UNet, UNetConfig
+from ldm.vae import VAE, VAEConfig
+
+
+def test_a_prompt_is_parsed_and_defaulted_once():
+    assert Prompt("7") == Prompt(7) == Prompt(7, PROMPT_GUIDANCE)
+    assert Prompt().digit == "any" and Prompt().guidance == 1.0
+    assert Prompt("all").guidance == PROMPT_GUIDANCE and Prompt("all", 0).guidance == 0.0
+    assert Prompt("none").guidance is None and Prompt("none").scale == 1.0
+    assert Prompt.for_model(None, None, conditional=True) == Prompt("any")
+    assert Prompt.for_model(None, None, conditional=False) == Prompt("none")
+    with pytest.raises(LdmError, match="unconditional"):
+        Prompt.for_model(3, None, conditional=False)
+
+
+@pytest.mark.parametrize("digit, guidance, field", [
+    (10, None, "digit"), ("seven", None, "digit"), (-1, None, "digit"), (3.5, None, "digit"),
+    (3, -0.5, "guidance"), (3, float("inf"), "guidance"), (3, float("nan"), "guidance"), ("any", "2", "guidance")])
+def test_a_prompt_outside_its_domain_is_refused_naming_the_field(digit, guidance, field):
+    with pytest.raises(ConfigError) as error:
+        Prompt(digit, guidance)
+    assert error.value.field == field
+
+
+def test_an_unusual_or_ignored_guidance_is_one_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Prompt(3, 25.0)
+        Prompt("none", 2.0)
+        Prompt(3, 20.0)
+    assert [str(w.message).split(" ")[:2] for w in caught] == [["guidance", "25"], ["guidance", "2"]]
+
+
+def test_a_prompt_names_itself():
+    assert [Prompt("any").name(), Prompt("any", 2).name(), Prompt("all").name(), Prompt(7, 2).name(),
+            Prompt("none").name(), Prompt("none").name(conditional=False)] == [
+        "random digits", "random digits, guidance 2", f"digits 0-9, guidance {PROMPT_GUIDANCE:g}",
+        "digit 7, guidance 2", "no label", ""]
+
+
+def test_a_prompt_turns_into_labels():
+    frequencies = [0.0] * 9 + [1.0]
+    assert Prompt("none").labels(5, 0, frequencies) is None
+    assert Prompt(4).labels(3, 0, frequencies).tolist() == [4, 4, 4]
+    assert Prompt("all").labels(12, 0, frequencies).tolist() == [*range(10), 0, 1]
+    assert Prompt("any").labels(50, 0, frequencies).tolist() == [9] * 50  # only 9 has any weight
+    drawn = [Prompt("any").labels(8, seed, [0.1] * 10).tolist() for seed in (0, 0, 1)]
+    assert drawn[0] == drawn[1] != drawn[2]
+    with pytest.raises(LdmError, match="no label frequencies"):
+        Prompt("any").labels(2, 0, None)
+
+
+def tiny_pipeline() -> LatentDiffusion:
+    """A class-conditional UNet with random (non-zero) weights, so that its output depends on
+    everything it is given, and a VAE to decode."""
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(in_channels=2, base_channels=8, num_res_blocks=1, num_classes=NUM_CLASSES)).eval()
+    for p in unet.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    vae = VAE(VAEConfig(latent_channels=2, channels=(8, 8))).eval()
+    return LatentDiffusion(unet, vae, Diffusion(DiffusionConfig()), 1.0, [0.1] * NUM_CLASSES)
+
+
+def test_the_prompt_reaches_the_unet():
+    pipe, sampler = tiny_pipeline(), SamplerConfig("ddim", 3)
+    threes, fours = (pipe.sample_latents(4, sampler, labels=torch.full((4,), d), generator=torch.Generator()
+                                         .manual_seed(0)) for d in (3, 4))
+    assert not torch.allclose(threes, fours)  # the same noise, another digit: another sample
+    # guidance 1 is the conditional model alone: the guided sampler equals one that calls the UNet
+    # with the labels directly
+    labels = torch.full((4,), 3)
+    guided = pipe.sample_latents(4, sampler, labels=labels, guidance=1.0, generator=torch.Generator().manual_seed(0))
+    direct = sampler.run(lambda x, t: pipe.diffusion.schedule.eps_from_velocity(x, t, pipe.unet(x, t, labels)),
+                         pipe.diffusion.schedule, (4, 2, 7, 7), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(guided, direct, rtol=0, atol=0)
+    # and the pipeline's own door: images of two digits from one seed differ
+    assert not torch.equal(pipe(4, digit=3, sampler="ddim", steps=3), pipe(4, digit=4, sampler="ddim", steps=3))

@@ -1,6 +1,6 @@
 # One target per stage; each is a rule on its output file, so finished stages are skipped.
 #   make all DATA=../shared/data/mnist     everything, then the FID table
-#   make test                              the test suite
+#   make test                              the test suite (make test-fast: without the slow tests)
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
 #   make samplers DATA=../shared/data/mnist FID against model evaluations for DDIM and DPM-Solver++ (after `make all`)
 #   make lengths DATA=../shared/data/mnist  FID against UNet training steps (after `make all`)
@@ -39,7 +39,7 @@ CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers lengths toy test clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers lengths toy test test-fast clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -124,6 +124,10 @@ $(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.saf
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The edit loop: every test not marked slow (pyproject.toml); `make test` and CI run them all.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	find $(CKPT) $(REPORTS) -mindepth 1 ! -name .gitkeep -delete

@@ -5,10 +5,9 @@
     save_grid(pipe(num_images=16, digit=7, seed=0), "sevens.png")
 """
 
-__version__ = "0.1.0"
-
-from .images import save_grid  # noqa: E402  (after __version__, which the modules import)
-from .pipeline import LatentDiffusion  # noqa: E402
-from .prompt import Prompt  # noqa: E402
+from .images import save_grid
+from .pipeline import LatentDiffusion
+from .prompt import Prompt
+from .version import __version__
 
 __all__ = ["LatentDiffusion", "Prompt", "save_grid", "__version__"]

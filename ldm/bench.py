@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
 from .checkpoint import check_made_with_vae, load_model
 from .classifier import Classifier
 from .data import NUM_CLASSES, load_mnist
@@ -38,6 +37,7 @@ from .samples import row_name
 from .sampling import SamplerConfig
 from .scoring import Scorer, validation_images
 from .stages import train_unet
+from .version import __version__
 
 DDIM_STEPS = (10, 20, 50, 100, 250)
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 4.0)  # PROMPT_GUIDANCE is added if missing

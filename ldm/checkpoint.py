@@ -28,9 +28,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from . import __version__
 from .errors import ConfigError, LdmError
 from .outputs import Outputs, atomic_path
+from .version import __version__
 
 
 def fingerprint(tensors: dict[str, torch.Tensor], metadata: str = "") -> str:

@@ -16,11 +16,11 @@ from typing import Callable
 
 import torch
 
+from .errors import ConfigError, check_choice
 from .guidance import ConditionalModel, guided_model
+from .runtime import autocast
 from .sampling import Callback, EpsModel, SamplerConfig
 from .schedule import BETA_SCHEDULES, NoiseSchedule
-from .errors import ConfigError, check_choice
-from .runtime import autocast
 
 PREDICTIONS = ("eps", "v")
 

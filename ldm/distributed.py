@@ -31,7 +31,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-
 from .runtime import resolve_device
 
 T = TypeVar("T")

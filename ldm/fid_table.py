@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from .checkpoint import Checkpoint, check_made_with_vae
 from .data import NUM_CLASSES
 from .errors import LdmError, is_number
@@ -25,6 +24,7 @@ from .outputs import Outputs, write_text_atomic
 from .samples import Samples
 from .scoring import Scorer, random_baseline, vae_prior_baseline, vae_reconstructions, validation_images
 from .vae import VAE
+from .version import __version__
 
 
 @dataclass

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from .checkpoint import load_checkpoint
 from .distributed import describe_device
 from .latents import LatentCache
-from .outputs import Outputs, write_text_atomic, written_together
+from .outputs import Outputs, write_study
 from .pipeline import LatentDiffusion
 from .plots import log_axes, new_figure, save_figure
 from .presets import Preset
@@ -32,6 +31,7 @@ from .sampling import SamplerConfig
 from .scoring import TestSetFID, validation_images
 from .snapshot import snapshot_path
 from .stages import train_unet
+from .version import __version__
 
 PROMPTS = {"random digits": Prompt("any"), "no label": Prompt("none")}
 
@@ -122,11 +122,8 @@ def plot_lengths(report: dict, path: str | os.PathLike, outputs: Outputs | None 
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:
-    out_dir = Path(out_dir)
+    """training_length.{json,md,png} into `out_dir`; returns the table."""
     table = lengths_markdown(report)
-    with written_together() as outputs:
-        plot_lengths(report, out_dir / "training_length.png", outputs)
-        write_text_atomic(out_dir / "training_length.json", json.dumps(report, indent=2) + "\n", outputs)
-        write_text_atomic(out_dir / "training_length.md",
-                          table + "\n![FID against training steps](training_length.png)\n", outputs)
+    write_study(out_dir, "training_length", report, table, lambda path, outputs: plot_lengths(report, path, outputs),
+                "FID against training steps")
     return table

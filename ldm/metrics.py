@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 
-
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[N x D] features -> (mean [D], covariance [D x D]), in float64."""
     features = np.asarray(features, dtype=np.float64)

@@ -93,6 +93,7 @@ class Monitor:
             raise write_error(self.path, e) from e
         if self.tensorboard is not None:
             from torch.utils.tensorboard import SummaryWriter
+
             # purge_step hides the events a killed run wrote after its snapshot
             try:
                 self._writer = SummaryWriter(str(self.tensorboard), purge_step=start or None)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import LdmError
 
@@ -125,3 +126,14 @@ def atomic_path(path: str | os.PathLike, outputs: Outputs | None = None) -> Iter
 def write_text_atomic(path: str | os.PathLike, text: str, outputs: Outputs | None = None) -> None:
     with atomic_path(path, outputs) as tmp:
         tmp.write_text(text)
+
+
+def write_study(out_dir: str | os.PathLike, stem: str, report: dict, markdown: str,
+                draw: Callable[[Path, Outputs], None], caption: str) -> None:
+    """A study's three files, written together into `out_dir`: <stem>.json (the report),
+    <stem>.png (drawn by `draw(path, outputs)`) and <stem>.md (the table, then the picture)."""
+    out_dir = Path(out_dir)
+    with written_together() as outputs:
+        draw(out_dir / f"{stem}.png", outputs)
+        write_text_atomic(out_dir / f"{stem}.json", json.dumps(report, indent=2) + "\n", outputs)
+        write_text_atomic(out_dir / f"{stem}.md", f"{markdown}\n![{caption}]({stem}.png)\n", outputs)

@@ -18,12 +18,12 @@ from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
 from .data import to_uint8
 from .diffusion import Diffusion, DiffusionConfig
+from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
 from .latents import scale_factor_problem
 from .prompt import Prompt
+from .runtime import resolve_device
 from .sampling import DEFAULT_SAMPLER, Callback, SamplerConfig
 from .unet import UNet
-from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
-from .runtime import resolve_device
 from .vae import VAE
 
 WEIGHTS = ("ema", "raw")

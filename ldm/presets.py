@@ -8,9 +8,9 @@ k-diffusion's warm-up power 2/3: in `make all` with the same weights and noise, 
 against 16.64 and 22.66, but guided 32.54 against 26.46. Label dropout stays at 50%: chosen when
 unprompted samples came from the "no label" branch, which learns only from the dropped fraction;
 with random-digit prompts 20% and 50% measured within noise of each other, and the branch still
-does the guiding. Sampling settings (sampler, steps, batch size) are not a preset's: they have one default each,
-in sampling.py and pipeline.py, for the API and the scripts alike; a UNet takes as many input
-channels as the latents it is trained on have.
+does the guiding. Sampling settings (sampler, steps, batch size) are not a preset's: each has one
+default, in sampling.py and pipeline.py, for the API and the scripts alike. A UNet takes as many
+input channels as the latents it is trained on have.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .diffusion import DiffusionConfig
+from .errors import check_choice
 from .train import TrainSettings
 from .unet import UNetConfig
-from .errors import check_choice
 from .vae import VAEConfig
 
 

@@ -11,22 +11,20 @@ time on seeds.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
 from .classifier import Classifier
 from .distributed import describe_device
-from .outputs import Outputs, write_text_atomic, written_together
+from .outputs import Outputs, write_study
 from .pipeline import BATCH_SIZE, LatentDiffusion
 from .plots import log_axes, new_figure, save_figure
 from .sampling import SamplerConfig
 from .scoring import TestSetFID, validation_images
+from .version import __version__
 
 NFES = (5, 10, 20, 50)
 SEEDS = (0, 1, 2)
@@ -121,10 +119,8 @@ def plot_samplers(report: dict, path: str | os.PathLike, outputs: Outputs | None
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> str:
-    out_dir = Path(out_dir)
+    """samplers.{json,md,png} into `out_dir`; returns the table."""
     table = samplers_markdown(report)
-    with written_together() as outputs:
-        plot_samplers(report, out_dir / "samplers.png", outputs)
-        write_text_atomic(out_dir / "samplers.json", json.dumps(report, indent=2) + "\n", outputs)
-        write_text_atomic(out_dir / "samplers.md", table + "\n![FID against NFE](samplers.png)\n", outputs)
+    write_study(out_dir, "samplers", report, table, lambda path, outputs: plot_samplers(report, path, outputs),
+                "FID against NFE")
     return table

@@ -18,10 +18,10 @@ import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import IMAGE_SIZE, labels_problem
+from .errors import ConfigError, LdmError
 from .outputs import Outputs
 from .prompt import Prompt
 from .sampling import SamplerConfig
-from .errors import ConfigError, LdmError
 
 KIND = "samples"
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .schedule import NoiseSchedule, posterior
 from .errors import ConfigError, check_choice
+from .schedule import NoiseSchedule, posterior
 
 # A denoiser as the samplers see it: (x_t [N x ...], t [N]) -> ε̂ with x_t's shape.
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

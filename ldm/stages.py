@@ -23,14 +23,13 @@ from .classifier import Classifier, ClassifierConfig
 from .data import BatchSampler, to_float
 from .diffusion import Diffusion, DiffusionConfig
 from .diffusion_training import held_out_check, train_denoiser
-from .scoring import TestSetFID
 from .latents import LatentCache
 from .monitor import Check, Monitor
 from .outputs import Outputs
 from .pipeline import LatentDiffusion
-from .prompt import Prompt
 from .runtime import RunContext
 from .sampling import SamplerConfig
+from .scoring import TestSetFID
 from .snapshot import Snapshot, run_signature
 from .train import TrainSettings, run_training, seeded_model
 from .unet import UNet, UNetConfig

@@ -11,9 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .monitor import Check, Monitor
 from .data import BatchSampler
 from .errors import LdmError
+from .monitor import Check, Monitor
 from .runtime import RunContext, set_seed
 from .snapshot import Snapshot
 

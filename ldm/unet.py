@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .nn import Downsample, LabelEmbedding, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
 from .errors import ConfigError, check_fraction, check_positive
+from .nn import Downsample, LabelEmbedding, ResBlock, TimeEmbedding, Upsample, normalization, zero_module
 
 
 @dataclass

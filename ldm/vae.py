@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import IMAGE_SIZE
-from .nn import ResBlock, normalization
 from .errors import check_positive
+from .nn import ResBlock, normalization
 
 
 @dataclass

@@ -21,6 +21,7 @@ from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data
                      positive_int, prepare, run_context)
 from ldm.launch import run
 
+
 def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ldm.checkpoint import load_model
 from ldm.cli import StageParser, add_data_arg, add_runtime_args
-from ldm.launch import run
 from ldm.data import load_mnist
 from ldm.latents import LatentCache, save_latent_cache
+from ldm.launch import run
 from ldm.outputs import check_writable
 from ldm.runtime import resolve_device
 from ldm.vae import VAE

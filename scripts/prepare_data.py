@@ -13,9 +13,9 @@ import torch
 
 from ldm import __version__
 from ldm.cli import StageParser, add_data_arg
-from ldm.launch import run
 from ldm.data import FILE_STEMS, download_mnist, find_idx_file, load_mnist
 from ldm.errors import LdmError
+from ldm.launch import run
 from ldm.outputs import check_writable, write_text_atomic
 
 

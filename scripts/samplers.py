@@ -17,12 +17,13 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_runtime_args, positive_int, seed
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_runtime_args, positive_int,
+                     seed)
+from ldm.data import load_mnist
 from ldm.launch import run
 from ldm.outputs import check_writable
-from ldm.runtime import resolve_device
-from ldm.data import load_mnist
 from ldm.pipeline import BATCH_SIZE, LatentDiffusion
+from ldm.runtime import resolve_device
 from ldm.sampler_study import NFES, SEEDS, run_sampler_study, write_report
 
 

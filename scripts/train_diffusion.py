@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
-from ldm.checkpoint import check_made_with_vae, load_model
-from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
                      add_training_args, non_negative_int, positive_float, positive_int, prepare, run_context,
                      with_overrides)

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from ldm.cli import StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare, run_context, with_overrides
+from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare,
+                     run_context, with_overrides)
 from ldm.data import load_mnist
 from ldm.distributed import is_main
 from ldm.images import save_rows

@@ -20,12 +20,12 @@ from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, positive_int,
                      prepare, run_context)
 from ldm.data import load_mnist
-from ldm.launch import run
-from ldm.scoring import TestSetFID
 from ldm.latents import load_latent_cache
+from ldm.launch import run
 from ldm.length_study import default_lengths, run_length_study, write_report
 from ldm.pipeline import LatentDiffusion
 from ldm.sampling import SamplerConfig
+from ldm.scoring import TestSetFID
 
 
 def parser() -> StageParser:

@@ -75,26 +75,34 @@ def write_synthetic_mnist(folder: Path, train: int = 64, test: int = 32) -> Path
     return folder
 
 
+def run_checked(name: str, *args) -> subprocess.CompletedProcess:
+    """`run_inline`, which must succeed."""
+    result = run_inline(name, *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def run_smoke_pipeline(tmp: Path) -> dict:
-    """Every stage with the `smoke` preset on synthetic MNIST; returns the folders and the
-    evaluate result."""
+    """Every stage with the `smoke` preset on synthetic MNIST, each script run in this process
+    (the same parsing and error handling as a command; tests that need a real process run their
+    own); returns the folders and the evaluate result."""
     data, ckpt, reports = write_synthetic_mnist(tmp / "data"), tmp / "ckpt", tmp / "reports"
-    run_script("prepare_data", "--data-dir", data, "--out", ckpt / "data.json")
-    run_script("train_classifier", "--data-dir", data, *SMOKE, "--out", ckpt / "classifier.safetensors")
-    run_script("train_vae", "--data-dir", data, *SMOKE, "--out", ckpt / "vae.safetensors",
+    run_checked("prepare_data", "--data-dir", data, "--out", ckpt / "data.json")
+    run_checked("train_classifier", "--data-dir", data, *SMOKE, "--out", ckpt / "classifier.safetensors")
+    run_checked("train_vae", "--data-dir", data, *SMOKE, "--out", ckpt / "vae.safetensors",
                "--grid", reports / "vae.png")
-    run_script("encode_latents", "--data-dir", data, "--vae", ckpt / "vae.safetensors",
+    run_checked("encode_latents", "--data-dir", data, "--vae", ckpt / "vae.safetensors",
                "--out", ckpt / "latents.safetensors")
-    run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--out", ckpt / "unet.safetensors",
+    run_checked("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--out", ckpt / "unet.safetensors",
                "--fid-every", 2, "--fid-images", 12, "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
                "--vae", ckpt / "vae.safetensors")
     models = ["--unet", ckpt / "unet.safetensors", "--vae", ckpt / "vae.safetensors"]
     for sampler, steps in (("ddpm", 5), ("ddim", 3)):
-        run_script("sample", *models, *CPU, "--sampler", sampler, "--steps", steps, "--num-samples", 16,
+        run_checked("sample", *models, *CPU, "--sampler", sampler, "--steps", steps, "--num-samples", 16,
                    "--out", ckpt / f"samples_{sampler}.safetensors")
-    run_script("sample", *models, *CPU, "--digit", "all", "--num-samples", 20, "--strip",
+    run_checked("sample", *models, *CPU, "--digit", "all", "--num-samples", 20, "--strip",
                "--out", ckpt / "samples_digits.safetensors")
-    evaluate = run_script("evaluate", "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
+    evaluate = run_checked("evaluate", "--data-dir", data, "--classifier", ckpt / "classifier.safetensors",
                           "--vae", ckpt / "vae.safetensors", "--num-images", 16, "--out-dir", reports,
                           "--device", "cpu", "--samples", ckpt / "samples_ddpm.safetensors",
                           ckpt / "samples_ddim.safetensors", ckpt / "samples_digits.safetensors")

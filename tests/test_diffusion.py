@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ldm.diffusion import Diffusion, DiffusionConfig
-from ldm.schedule import NoiseSchedule
 from ldm.errors import ConfigError
+from ldm.schedule import NoiseSchedule
 
 
 def diffusion(schedule: str = "linear", prediction: str = "eps", **changes) -> Diffusion:

@@ -19,8 +19,10 @@ from stage_scripts import CPU, ROOT, SMOKE, run_script
 
 from ldm import distributed
 from ldm.checkpoint import load_checkpoint
-from ldm.pipeline import batch_generator
 from ldm.errors import ConfigError
+from ldm.pipeline import batch_generator
+
+pytestmark = pytest.mark.slow  # every test launches processes with torchrun
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")  # the thread count torchrun would set, stated to keep it quiet
 
@@ -36,11 +38,12 @@ def torchrun(*args, nproc: int = 2, check: bool = True, **popen) -> subprocess.C
     return result
 
 
-def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 5e-5) -> None:
-    """Every tensor within relative error ‖a − b‖ / ‖b‖ ≤ rtol (float32 sums in another order
-    differ by ~1e-7 a step; Adam's normalisation lets that grow over a run). The largest seen is
-    1.13e-5 (the classifier's first conv bias after 30 steps, on an AVX2 AMD EPYC; other CPUs
-    round otherwise); a sharding bug changes the gradients themselves, not their last bits."""
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-3) -> None:
+    """Every tensor within relative error ‖a − b‖ / ‖b‖ ≤ rtol. The bound sits between two scales:
+    rounding (float32 sums in another order differ by ~1e-7 a step, and Adam's normalisation
+    grows that over 30 steps to ~1e-5: 1.13e-5 is the largest measured, on an AVX2 CPU), and a
+    sharding bug, which changes the gradients themselves: one wrong example of a batch of 16 moves
+    a gradient by ~1/16, and the weights after 30 steps by far more than 1e-3."""
     assert a.keys() == b.keys()
     for name in a:
         error = (a[name] - b[name]).norm() / b[name].norm().clamp(min=1e-12)

@@ -4,7 +4,6 @@ samples must come from the prompted class, unprompted ones from the mixture."""
 
 import math
 
-import pytest
 import torch
 
 from ldm.guidance import drop_labels, guided_model

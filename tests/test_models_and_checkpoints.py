@@ -7,9 +7,9 @@ from safetensors.torch import save_file
 
 from ldm.checkpoint import fingerprint, load_checkpoint, load_model, save_checkpoint, save_model
 from ldm.classifier import Classifier, ClassifierConfig
+from ldm.errors import LdmError
 from ldm.nn import timestep_embedding
 from ldm.unet import UNet, UNetConfig
-from ldm.errors import LdmError
 from ldm.vae import VAE, VAEConfig, vae_loss
 
 TINY_UNET = UNetConfig(in_channels=4, base_channels=8, channel_mult=(1, 2), num_res_blocks=1)

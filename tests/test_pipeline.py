@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 import torch
 from safetensors import safe_open
-from stage_scripts import CPU, ROOT, SMOKE, run_script
+from stage_scripts import CPU, ROOT, SMOKE, run_inline, run_script
 
 from ldm import __version__, save_grid
 from ldm.bench import TRAINING_CHOICES
@@ -24,9 +24,9 @@ from ldm.errors import LdmError
 from ldm.monitor import read_log
 from ldm.pipeline import LatentDiffusion
 from ldm.presets import PRESETS
-from ldm.prompt import PROMPT_GUIDANCE, Prompt
-from ldm.samples import load_samples
+from ldm.prompt import PROMPT_GUIDANCE
 from ldm.sampler_study import choose_default
+from ldm.samples import load_samples
 from ldm.scoring import TestSetFID as FID  # not collected as a test class
 
 
@@ -122,6 +122,7 @@ def test_unprompted_samples_draw_digits_from_the_training_labels(pipeline, tmp_p
     assert no_label.labels is None and no_label.name == "DPM++2M-10, no label"
 
 
+@pytest.mark.slow
 def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
     for name in ("a", "b"):
         run_script("sample", *pipeline["models"], *CPU, "--seed", 1,
@@ -147,12 +148,17 @@ def test_the_python_api_gives_what_the_script_wrote(pipeline, tmp_path):
 
 
 def test_every_script_has_help():
+    """Every script's --help through the same entry point as a command (in this process), and one
+    as a real command."""
     for script in sorted((ROOT / "scripts").glob("[a-z]*.py")):
-        result = subprocess.run([sys.executable, "-m", f"scripts.{script.stem}", "--help"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
+        result = run_inline(script.stem, "--help")
         assert result.returncode == 0 and "usage:" in result.stdout and "python -m scripts." in result.stdout, script
+    result = subprocess.run([sys.executable, "-m", "scripts.sample", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "usage: " in result.stdout and "--digit" in result.stdout
 
 
+@pytest.mark.slow
 def test_training_options_reach_the_checkpoint_and_it_samples(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", "--preset", "smoke", "--device", "cpu",
@@ -167,18 +173,31 @@ def test_training_options_reach_the_checkpoint_and_it_samples(pipeline, tmp_path
                "--num-samples", 4, "--out", tmp_path / "s.safetensors")
 
 
-def test_compiled_unet_trains_and_samples_like_the_eager_one(pipeline, tmp_path):
+@pytest.mark.slow
+def test_compiled_unet_computes_what_the_eager_one_does(pipeline, tmp_path):
+    """--compile trains and samples (the flag reaches both); and on non-trivial weights (the
+    smoke UNet's output layers are still near their zero initialisation) the compiled forward
+    pass equals the eager one to float32 rounding: fused kernels sum in another order, which moves
+    a result by a few float32 epsilons (1.2e-7) per operation, far below 1e-4 of the output's scale."""
     ckpt = pipeline["ckpt"]
     run_script("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--compile",
                "--out", tmp_path / "u.safetensors")
     assert load_checkpoint(tmp_path / "u.safetensors", "unet").info["compiled"] is True
-    run_script("sample", *pipeline["models"], *CPU, "--compile", "--sampler", "ddim", "--steps", 3, "--num-samples", 16,
+    run_script("sample", *pipeline["models"], *CPU, "--compile", "--sampler", "ddim", "--steps", 3, "--num-samples", 4,
                "--out", tmp_path / "s.safetensors")
-    compiled = load_checkpoint(tmp_path / "s.safetensors", "samples").tensors["images"].int()
-    eager = load_checkpoint(ckpt / "samples_ddim.safetensors", "samples").tensors["images"].int()
-    assert (compiled - eager).abs().max() <= 1  # fused kernels round differently, by a grey level at most
+    unet = LatentDiffusion.from_pretrained(ckpt, device="cpu").unet
+    torch.manual_seed(0)
+    for module in unet.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    x, t, labels = torch.randn(8, 2, 7, 7), torch.randint(0, 1000, (8,)), torch.randint(0, 11, (8,))
+    with torch.no_grad():
+        eager, compiled = unet(x, t, labels), torch.compile(unet)(x, t, labels)
+    assert eager.abs().max() > 0.1  # a non-trivial output
+    assert (compiled - eager).abs().max() <= 1e-4 * eager.abs().max()
 
 
+@pytest.mark.slow
 def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     run_script("bench", "--data-dir", pipeline["data"], "--preset", "smoke", "--device", "cpu",
@@ -201,10 +220,11 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
         assert (tmp_path / picture).is_file()
 
 
+@pytest.mark.slow
 def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     args = ["-m", "scripts.train_diffusion", "--latents", str(ckpt / "latents.safetensors"), "--preset", "smoke",
-            "--device", "cpu", "--steps", "1000", "--save-every", "25", "--validate-every", "10", "--no-progress"]
+            "--device", "cpu", "--steps", "200", "--save-every", "10", "--validate-every", "10", "--no-progress"]
     killed_out = tmp_path / "killed.safetensors"
     state = tmp_path / "killed.state.safetensors"
     process = subprocess.Popen([sys.executable, *args, "--out", str(killed_out)], cwd=ROOT,
@@ -216,7 +236,7 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_
     process.wait()
     assert process.returncode == -signal.SIGKILL and not killed_out.exists()
     steps_done = load_checkpoint(state, "training_state").info["step"]
-    assert 0 < steps_done < 1000
+    assert 0 < steps_done < 200
     resumed = run_script("train_diffusion", *args[2:-1], "--out", killed_out)
     assert f"resuming after step {steps_done}" in resumed.stdout
     run_script("train_diffusion", *args[2:-1], "--out", tmp_path / "straight.safetensors")
@@ -226,7 +246,7 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_
     # one continuous log: every line of the uninterrupted run, none twice (timings aside)
     untimed = lambda path: [{k: v for k, v in e.items() if k != "seconds"} for e in read_log(path)]
     assert untimed(tmp_path / "killed.log.jsonl") == untimed(tmp_path / "straight.log.jsonl")
-    assert len(untimed(tmp_path / "straight.log.jsonl")) == 21 + 100  # train: 1, 50, ..., 1000; validation every 10
+    assert len(untimed(tmp_path / "straight.log.jsonl")) == 5 + 20  # train: 1, 50, 100, 150, 200; validation every 10
 
 
 def test_dpm_solver_samples_prompted_and_guided(pipeline, tmp_path):
@@ -240,6 +260,7 @@ def test_dpm_solver_samples_prompted_and_guided(pipeline, tmp_path):
     assert samples.images.shape == (8, 28, 28) and (samples.labels == 7).all()
 
 
+@pytest.mark.slow
 def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     run_script("samplers", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
@@ -259,6 +280,7 @@ def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path)
     assert (tmp_path / "samplers.png").stat().st_size > 0 and "DPM++2M-2" in (tmp_path / "samplers.md").read_text()
 
 
+@pytest.mark.slow
 def test_length_study_reuses_the_stage_unet_and_trains_the_other_lengths(pipeline, tmp_path):
     ckpt = pipeline["ckpt"]
     args = ["--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors", *pipeline["models"],

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from ldm.errors import LdmError
 from ldm.sampling import SamplerConfig
 from ldm.toy.data import TOY_DATASETS, get_toy_dataset
 from ldm.toy.distance import sliced_wasserstein
 from ldm.toy.run import TOY_SETTINGS, ToyDiffusion, gaussian_like, train_toy
-from ldm.errors import LdmError
+
+pytestmark = pytest.mark.slow  # trains the toy models (about half a minute)
 
 N = 2000  # samples per check
 

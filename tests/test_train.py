@@ -5,9 +5,9 @@ import torch
 
 from ldm.checkpoint import load_checkpoint
 from ldm.data import BatchSampler
+from ldm.errors import LdmError
 from ldm.snapshot import Snapshot
 from ldm.train import EMA, TrainSettings, get_lr, run_training
-from ldm.errors import LdmError
 
 
 def test_lr_warms_up_then_decays_to_the_floor():

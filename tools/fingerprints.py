@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from safetensors.numpy import load_file
 from safetensors import safe_open
+from safetensors.numpy import load_file
 
 CLOCK = re.compile(r"second|per_s|time|device|version|path|file|dir|grid|fingerprint|processes|compiled|torch")
 

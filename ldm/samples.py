@@ -60,8 +60,15 @@ def load_samples(path: str | os.PathLike) -> Samples:
         raise LdmError(f"{path}: {problem}; rerun `make sample`")
     info = ckpt.info
     return Samples(ckpt.tensors["images"], ckpt.tensors.get("labels"), info,
-                   row_name(SamplerConfig(**info["sampler"]), Prompt(info["digit"], info["guidance"]),
-                            info["conditional"]))
+                   row_name(SamplerConfig(**info["sampler"]), recorded_prompt(info), info["conditional"]))
+
+
+def recorded_prompt(info: dict) -> Prompt:
+    """The Prompt a samples file's info records. An unusual scale was warned about when the
+    samples were made, so reading them again stays quiet."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Prompt(info["digit"], info["guidance"])
 
 
 def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
@@ -85,9 +92,7 @@ def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
         SamplerConfig(**info["sampler"])
         if (info["guidance"] is None) != (labels is None):
             return "info's guidance and the labels disagree (both or neither are expected)"
-        with warnings.catch_warnings():  # an unusual scale was warned about when the samples were made
-            warnings.simplefilter("ignore")
-            prompt = Prompt(info["digit"], info["guidance"])
+        prompt = recorded_prompt(info)
     except (KeyError, TypeError) as e:
         return f"info lacks or mistypes how the samples were made ({type(e).__name__}: {e})"
     except ConfigError as e:

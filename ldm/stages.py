@@ -33,7 +33,7 @@ from .scoring import TestSetFID
 from .snapshot import Snapshot, run_signature
 from .train import TrainSettings, run_training, seeded_model
 from .unet import UNet, UNetConfig
-from .vae import VAE, VAEConfig, vae_loss
+from .vae import VAE, VAEConfig, elbo_terms, vae_loss
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images [N x 28 x 28], int64 labels [N]) on the device
 # Held-out examples of each validation (the first of the test split): a few percent of a stage's time
@@ -109,10 +109,11 @@ def vae_metrics(vae: VAE, images: torch.Tensor, noise: torch.Tensor | None = Non
     totals = {"recon": 0.0, "kl": 0.0, "mse_per_pixel": 0.0}  # sums over images, in float64
     for i in range(0, len(images), batch_size):
         x = to_float(images[i:i + batch_size])
-        recon, kl = vae_loss(vae, x, None if noise is None else noise[i:i + batch_size])
+        logits, mean, logvar = vae(x, None if noise is None else noise[i:i + batch_size])
+        recon, kl = elbo_terms(x, logits, mean, logvar)
         totals["recon"] += recon.item() * len(x)
         totals["kl"] += kl.item() * len(x)
-        totals["mse_per_pixel"] += F.mse_loss(vae.decode(vae.encode(x)[0]), x, reduction="sum").item() / x[0].numel()
+        totals["mse_per_pixel"] += F.mse_loss(vae.decode(mean), x, reduction="sum").item() / x[0].numel()
     return {k: v / len(images) for k, v in totals.items()}
 
 

@@ -98,7 +98,13 @@ def vae_loss(vae: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tens
     `vae` is a VAE or its DistributedDataParallel wrapper (anything called like `VAE.forward`).
     The total loss is recon + beta * KL; both are sums over pixels / latent dims, in nats.
     """
-    logits, mean, logvar = vae(x, noise)
+    return elbo_terms(x, *vae(x, noise))
+
+
+def elbo_terms(x: torch.Tensor, logits: torch.Tensor, mean: torch.Tensor,
+               logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`vae_loss` from a forward pass already made: the Bernoulli negative log-likelihood of `x`
+    under the decoder's logits and KL(N(μ, σ²) || N(0, I)), each summed per image and averaged."""
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum() / len(x)
     return recon, kl

@@ -1,4 +1,5 @@
 import pytest
+
 from stage_scripts import run_smoke_pipeline
 
 

@@ -22,11 +22,11 @@ import PIL.Image
 import pytest
 import torch
 from safetensors.torch import save_file
-from stage_scripts import CPU, SMOKE, assert_one_line_error, run_inline, write_idx
 
 from ldm.checkpoint import load_checkpoint, save_checkpoint
 from ldm.data import IMAGES_MAGIC, read_idx
 from ldm.errors import LdmError
+from stage_scripts import CPU, SMOKE, assert_one_line_error, run_inline, write_idx
 
 # ---- damaged inputs
 

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stage_scripts import write_idx
 
 from ldm.data import IMAGES_MAGIC, LABELS_MAGIC, BatchSampler, load_mnist, read_idx
 from ldm.errors import LdmError
+from stage_scripts import write_idx
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

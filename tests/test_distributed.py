@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from stage_scripts import CPU, ROOT, SMOKE, run_script
 
 from ldm import distributed
 from ldm.checkpoint import load_checkpoint
 from ldm.errors import ConfigError
 from ldm.pipeline import batch_generator
+from stage_scripts import CPU, ROOT, SMOKE, run_script
 
 pytestmark = pytest.mark.slow  # every test launches processes with torchrun
 

@@ -13,7 +13,6 @@ import pytest
 import scipy.stats
 import torch
 from safetensors import safe_open
-from stage_scripts import CPU, ROOT, SMOKE, run_inline, run_script
 
 from ldm import __version__, save_grid
 from ldm.bench import TRAINING_CHOICES
@@ -28,6 +27,7 @@ from ldm.prompt import PROMPT_GUIDANCE
 from ldm.sampler_study import choose_default
 from ldm.samples import load_samples
 from ldm.scoring import TestSetFID as FID  # not collected as a test class
+from stage_scripts import CPU, ROOT, SMOKE, run_inline, run_script
 
 
 def test_every_stage_writes_its_outputs(pipeline):

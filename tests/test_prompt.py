@@ -12,6 +12,7 @@ from ldm.diffusion import Diffusion, DiffusionConfig
 from ldm.errors import ConfigError, LdmError
 from ldm.pipeline import LatentDiffusion
 from ldm.prompt import PROMPT_GUIDANCE, Prompt
+from ldm.samples import load_samples, samples_info, save_samples
 from ldm.sampling import SamplerConfig
 from ldm.unet import UNet, UNetConfig
 from ldm.vae import VAE, VAEConfig
@@ -90,3 +91,17 @@ def test_the_prompt_reaches_the_unet():
     torch.testing.assert_close(guided, direct, rtol=0, atol=0)
     # and the pipeline's own door: images of two digits from one seed differ
     assert not torch.equal(pipe(4, digit=3, sampler="ddim", steps=3), pipe(4, digit=4, sampler="ddim", steps=3))
+
+
+def test_reading_samples_of_an_unusual_scale_is_quiet(tmp_path):
+    """The warning about a scale above 20 is given when the samples are made, not again each time
+    the file is read (evaluate reads it twice: to check it and to name its row)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prompt = Prompt(3, 25.0)
+    info = samples_info(SamplerConfig(), prompt, True, vae_fingerprint="v")
+    save_samples(tmp_path / "s.safetensors", torch.zeros(2, 28, 28, dtype=torch.uint8), prompt.labels(2, 0, None), info)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples = load_samples(tmp_path / "s.safetensors")
+    assert caught == [] and samples.name == "DPM++2M-10, digit 3, guidance 25"

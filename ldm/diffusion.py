@@ -11,6 +11,7 @@ diffusion_training.py's job.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +24,13 @@ from .sampling import Callback, EpsModel, SamplerConfig
 from .schedule import BETA_SCHEDULES, NoiseSchedule
 
 PREDICTIONS = ("eps", "v")
+# Which noise levels training draws (diffusion.timestep_probabilities): uniform over the T steps,
+# or a density concentrated in the middle of log-SNR.
+TIMESTEP_DENSITIES = ("uniform", "logit-normal", "log-normal")
+LOGIT_NORMAL = (0.0, 1.0)  # (m, s) of logit(t/T), Esser et al. 2024 (arXiv:2403.03206) §3.1: their best
+# EDM's (P_mean, P_std) of ln σ, Karras et al. 2022 (arXiv:2206.00364) Table 1, for data of std 0.5;
+# scaled latents have std 1, so P_mean moves by ln 2 (σ is measured in units of the data's std).
+LOG_NORMAL = (-1.2 + math.log(2.0), 1.2)
 
 
 @dataclass(frozen=True)
@@ -33,11 +41,13 @@ class DiffusionConfig:
     num_timesteps: int = 1000  # T, the length of the chain
     prediction: str = "v"  # what the network outputs: eps or v; v beat ε at equal steps (cosine needs v)
     min_snr_gamma: float | None = None  # min-SNR-γ loss weighting; None: the plain MSE
+    timesteps: str = "uniform"  # which noise levels training draws: one of TIMESTEP_DENSITIES
     label_dropout: float = 0.5  # fraction of labels replaced by "no label" (class-conditional models only)
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, BETA_SCHEDULES)
         check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("timesteps", self.timesteps, TIMESTEP_DENSITIES)
         if self.num_timesteps <= 0 or (self.schedule == "linear" and self.num_timesteps < 20):
             raise ConfigError("num_timesteps", self.num_timesteps,
                               "must be positive (at least 20 for the linear schedule, whose β_T = 20/T)")
@@ -55,12 +65,45 @@ def mixed_precision(model: ConditionalModel) -> ConditionalModel:
     return forward
 
 
+def normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-x / math.sqrt(2.0))
+
+
+def timestep_probabilities(density: str, schedule: NoiseSchedule) -> torch.Tensor | None:
+    """P(t) over the T discrete timesteps for a continuous density, as float64 [T]; None for
+    uniform. Each timestep takes the probability mass of its bin, in closed form by the normal CDF:
+    - logit-normal: u = (t + ½)/T has logit(u) ~ N(m, s²); timestep t holds u in [t/T, (t+1)/T];
+    - log-normal: ln σ ~ N(P_mean, P_std²) with σ_t = √((1 - ᾱ_t)/ᾱ_t) the noise-to-signal ratio
+      (the σ of EDM's variance-exploding form of x_t/√ᾱ_t); timestep t holds the ln σ between
+      the midpoints to its neighbours'."""
+    if density == "uniform":
+        return None
+    T = schedule.num_timesteps
+    if density == "logit-normal":
+        m, s = LOGIT_NORMAL
+        u = torch.arange(1, T, dtype=torch.float64) / T
+        inner = (torch.log(u) - torch.log1p(-u) - m) / s
+    else:
+        m, s = LOG_NORMAL
+        log_sigma = 0.5 * (torch.log1p(-schedule.alphas_cumprod) - torch.log(schedule.alphas_cumprod))
+        inner = ((log_sigma[1:] + log_sigma[:-1]) / 2 - m) / s
+    edges = torch.cat([torch.zeros(1, dtype=torch.float64), normal_cdf(inner), torch.ones(1, dtype=torch.float64)])
+    return edges.diff()
+
+
 class Diffusion:
     """A DiffusionConfig with its noise schedule; the network is an argument of each method."""
 
     def __init__(self, config: DiffusionConfig):
         self.config = config
         self.schedule = NoiseSchedule.from_name(config.schedule, config.num_timesteps)
+        self.timestep_probs = timestep_probabilities(config.timesteps, self.schedule)
+
+    def draw_timesteps(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """n training timesteps from the config's density (torch's global generator)."""
+        if self.timestep_probs is None:
+            return torch.randint(0, self.schedule.num_timesteps, (n,), device=device)
+        return torch.multinomial(self.timestep_probs, n, replacement=True).to(device)
 
     def losses(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x_start: torch.Tensor,
                t: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,14 +111,14 @@ class Diffusion:
 
         :param model: (x_t, t) -> ε̂ or v̂, as the config's `prediction` says.
         :param x_start: [N x ...] clean data.
-        :param t: [N] timesteps; uniform over 0..T-1 when None.
+        :param t: [N] timesteps; drawn by `draw_timesteps` when None.
         :return: (losses [N], t [N]) so callers can log the loss per timestep range. With
             min_snr_gamma, each example is weighted by min(SNR, γ)/SNR for ε (min(SNR, γ)/(SNR + 1)
             for v), i.e. the x_0-MSE clipped at γ, so that easy low-noise steps stop dominating.
         """
         config, schedule = self.config, self.schedule
         if t is None:
-            t = torch.randint(0, schedule.num_timesteps, (len(x_start),), device=x_start.device)
+            t = self.draw_timesteps(len(x_start), x_start.device)
         noise = torch.randn_like(x_start) if noise is None else noise
         output = model(schedule.q_sample(x_start, t, noise), t)
         target = noise if config.prediction == "eps" else schedule.velocity(x_start, t, noise)

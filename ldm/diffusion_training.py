@@ -34,7 +34,8 @@ def step_loss(diffusion: Diffusion, model: ConditionalModel, next_batch: BatchFn
               device: torch.device) -> StepLoss:
     """The StepLoss of `run_training` for a denoiser model(x_t, t, labels): the mean of
     `diffusion.losses` over a batch, logged also per quarter of the timestep range (q0 = least
-    noise) to see where the model struggles. Labels are dropped at the config's rate.
+    noise) to see where the model struggles. Labels are dropped at the config's rate and
+    timesteps drawn from its density.
 
     `next_batch` gives the global batch; its randomness (dropped labels, t, ε) is drawn for the
     whole of it, as one process would, and this rank trains on its `distributed.shard`."""
@@ -45,7 +46,7 @@ def step_loss(diffusion: Diffusion, model: ConditionalModel, next_batch: BatchFn
         x0, labels = next_batch()
         if num_classes:
             labels = drop_labels(labels, num_classes, diffusion.config.label_dropout)
-        t = torch.randint(0, num_timesteps, (len(x0),), device=device)
+        t = diffusion.draw_timesteps(len(x0), device)
         noise = torch.randn_like(x0)
         mine = distributed.shard(len(x0))
         losses, _ = diffusion.losses(lambda x, t: forward(x, t, None if labels is None else labels[mine]),

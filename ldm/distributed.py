@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .runtime import resolve_device
+from .runtime import cpu_class, resolve_device
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         name = f"cuda ({torch.cuda.get_device_name(device)})"
     else:
-        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        name = f"cpu ({platform.processor() or platform.machine()}, {cpu_class()}, {torch.get_num_threads()} threads)"
     return name + (f", {_world.size} processes" if _world.size > 1 else "")
 
 

@@ -7,6 +7,7 @@ factor that gives scaled latents unit variance (the `scaling_factor` of latent d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -15,8 +16,12 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import labels_problem, to_float
-from .errors import LdmError, check_finite, is_number
+from .errors import LdmError, check_choice, check_finite, is_number
 from .vae import VAE, reparameterise
+
+# What the UNet is trained to generate: a fresh posterior sample z = μ + σ·ε each time, or the
+# posterior mean μ (whose decodings lose a little detail but carry no encoder noise).
+LATENT_TARGETS = ("sample", "mean")
 
 
 @torch.no_grad()
@@ -32,11 +37,12 @@ def encode_images(vae: VAE, images: torch.Tensor, device: torch.device, batch_si
     return torch.cat(means), torch.cat(logvars)
 
 
-def estimate_scale_factor(mean: torch.Tensor, logvar: torch.Tensor) -> float:
-    """1 / std of z = μ + σ·ε over data and noise, in closed form: Var z = E[μ² + σ²] - (E μ)²."""
-    mean64, var64 = mean.double(), logvar.double().exp()
-    variance = (mean64.pow(2) + var64).mean() - mean64.mean().pow(2)
-    return float(variance.rsqrt())
+def estimate_scale_factor(mean: torch.Tensor, logvar: torch.Tensor | None) -> float:
+    """1 / std of z = μ + σ·ε over data and noise, in closed form: Var z = E[μ² + σ²] - (E μ)²;
+    without `logvar`, of μ alone."""
+    mean64 = mean.double()
+    spread = mean64.pow(2) if logvar is None else mean64.pow(2) + logvar.double().exp()
+    return float((spread.mean() - mean64.mean().pow(2)).rsqrt())
 
 
 @dataclass
@@ -50,6 +56,15 @@ class LatentCache:
     scale_factor: float
     vae_fingerprint: str  # identity of the VAE that made this cache; checked by later stages
     info: dict
+    target: str = "sample"  # one of LATENT_TARGETS: what `sample` and `held_out` give
+
+    def with_target(self, target: str) -> "LatentCache":
+        """The same cache giving `target` latents, with the scale factor that gives them unit variance."""
+        check_choice("latent target", target, LATENT_TARGETS)
+        if target == self.target:
+            return self
+        logvar = self.train_logvar if target == "sample" else None
+        return dataclasses.replace(self, target=target, scale_factor=estimate_scale_factor(self.train_mean, logvar))
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -66,13 +81,19 @@ class LatentCache:
                    estimate_scale_factor(train_mean, train_logvar), vae_fingerprint, info)
 
     def held_out(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled latents of the first `n` test images, with ε drawn once from `seed`, and their labels."""
+        """Scaled latents of the first `n` test images (for a sample target, with ε drawn once
+        from `seed`), and their labels."""
         mean, logvar = self.test_mean[:n], self.test_logvar[:n]
+        if self.target == "mean":
+            return self.scale_factor * mean, self.test_labels[:n]
         noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed)).to(mean.device)
         return self.scale_factor * reparameterise(mean, logvar, noise), self.test_labels[:n]
 
     def sample(self, index: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Scaled latents scale·(μ + σ·ε) for the examples in `index`, with fresh ε."""
+        """Scaled training latents for the examples in `index`: scale·(μ + σ·ε) with fresh ε for
+        a sample target, scale·μ for a mean target."""
+        if self.target == "mean":
+            return self.scale_factor * self.train_mean[index]
         return self.scale_factor * reparameterise(self.train_mean[index], self.train_logvar[index], noise)
 
 

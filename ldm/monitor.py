@@ -4,7 +4,9 @@ curves as a PNG, and optionally TensorBoard.
 The log holds one JSON object per line, {"step": n, "kind": k, ...scalars}, where n counts the
 optimizer steps done and k is "train" (the training metrics and learning rate, every logging
 interval), "validation" (held-out loss) or "fid" (sample quality), each check at its own
-interval and at the last step; a check's line also says how many seconds it took. Lines are
+interval and at the last step; a check's line also says how many seconds it took, and every line
+the seconds the run has spent training so far ("train_seconds": wall-clock time less the checks'
+time, counted on across a resume), which studies compare recipes by. Lines are
 flushed as they are written, so a killed run's log survives; a resumed run first cuts its log
 back to the step of the snapshot it resumes from, so that a killed-and-resumed run leaves the
 same log as an uninterrupted one. Rank 0 alone writes.
@@ -77,6 +79,7 @@ class Monitor:
     def __init__(self, path: str | os.PathLike, tensorboard: str | os.PathLike | None = None):
         self.path, self.tensorboard = Path(path), tensorboard
         self._file = self._writer = None
+        self._clock_start, self._check_seconds = time.time(), 0.0
         if tensorboard is not None:
             check_tensorboard()
 
@@ -85,6 +88,8 @@ class Monitor:
         if not distributed.is_main():
             return
         kept = [e for e in read_log(self.path) if e["step"] <= start] if start and self.path.is_file() else []
+        before = kept[-1].get("train_seconds", 0.0) if kept else 0.0
+        self._clock_start, self._check_seconds = time.time() - before, 0.0
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
         try:
@@ -100,9 +105,14 @@ class Monitor:
             except OSError as e:
                 raise write_error(self.tensorboard, e) from e
 
+    def train_seconds(self) -> float:
+        """Seconds since the run started (less any it resumed after) spent outside the checks."""
+        return time.time() - self._clock_start - self._check_seconds
+
     def write(self, step: int, kind: str, values: dict, images: torch.Tensor | None = None) -> None:
         if self._file is None:
             return
+        values = dict(values, train_seconds=self.train_seconds())
         try:
             self._file.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
             self._file.flush()
@@ -125,7 +135,9 @@ class Monitor:
             with torch.no_grad():
                 values = check.run(model, ema_model)
             images = values.pop("samples", None)
-            self.write(step, check.kind, dict(values, seconds=time.time() - start), images)
+            seconds = time.time() - start
+            self._check_seconds += seconds
+            self.write(step, check.kind, dict(values, seconds=seconds), images)
         model.train()
 
     def close(self, discard: bool = False) -> None:

@@ -47,7 +47,8 @@ def plot_training_log(entries: list[dict], path: str | os.PathLike, title: str, 
     train = [e for e in entries if e["kind"] == "train"]
     validation = [e for e in entries if e["kind"] == "validation"]
     fid = [e for e in entries if e["kind"] == "fid"]
-    parts = [k for k in (train or validation or [{}])[0] if k not in ("step", "kind", "loss", "lr", "seconds")]
+    not_parts = ("step", "kind", "loss", "lr", "seconds", "train_seconds")
+    parts = [k for k in (train or validation or [{}])[0] if k not in not_parts]
     panels = ["loss"] + (["parts"] if parts else []) + (["accuracy"] if any("accuracy" in e for e in validation)
                                                        else []) + (["fid"] if fid else [])
     fig, axes = new_figure(4.2 * len(panels), 3.6, len(panels))

@@ -191,7 +191,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
                desc: str = "diffusion") -> Trained:
     """A UNet trained on `cache` (its EMA weights as the model, the raw ones beside them).
 
-    Each batch draws a fresh z = μ + σ·ε from the cached posteriors (the encoder never runs). A
+    Each batch draws a fresh z = μ + σ·ε from the cached posteriors, or takes μ itself when the
+    cache's target is the mean (latents.LATENT_TARGETS); the encoder never runs. A
     class-conditional UNet has its labels dropped to "no label" at the config's rate, so the same
     model samples unprompted and with classifier-free guidance; the info records how often each
     digit occurs, the prior that unprompted samples draw their digits from. The UNet takes as
@@ -204,8 +205,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     def batch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return cache.sample(index), cache.train_labels[index] if num_classes else None
 
-    signature = run_signature("diffusion", run.seed, cache.info.get("fingerprint"), training=settings, config=config,
-                              diffusion=diffusion_config)
+    signature = dict(run_signature("diffusion", run.seed, cache.info.get("fingerprint"), training=settings,
+                                   config=config, diffusion=diffusion_config), latent_target=cache.target)
     label_frequencies = (torch.bincount(cache.train_labels.cpu(), minlength=num_classes) / len(cache.train_labels)
                          ).tolist() if num_classes else None
     diffusion = Diffusion(diffusion_config)
@@ -217,6 +218,7 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     trained = train_denoiser(lambda: UNet(config), diffusion, len(cache.train_mean), batch, settings, run, desc=desc,
                              snapshot=_snapshot(snapshot_to, save_every, signature), monitor=monitor, checks=checks)
     info = {"diffusion": dataclasses.asdict(diffusion_config), "scale_factor": cache.scale_factor,
+            "latent_target": cache.target,
             "label_frequencies": label_frequencies, "vae_fingerprint": cache.vae_fingerprint,
             "training": dataclasses.asdict(settings), "seed": run.seed, "ema_decay": trained.ema_decay,
             "final_loss": trained.logged, "train_seconds": trained.seconds,

@@ -45,13 +45,41 @@ def test_a_resumed_log_continues_from_the_snapshot_step_without_gaps_or_repeats(
     resumed.open(8)
     write_steps(resumed, range(9, 13))
     resumed.close()
-    assert read_log(path) == read_log(tmp_path / "straight.log.jsonl")
+    untimed = lambda path: [{k: v for k, v in e.items() if k != "train_seconds"} for e in read_log(path)]
+    assert untimed(path) == untimed(tmp_path / "straight.log.jsonl")
     assert [e["step"] for e in read_log(path) if e["kind"] == "train"] == list(range(1, 13))
 
     fresh = Monitor(path)  # a run that starts afresh starts a new log
     fresh.open(0)
     fresh.close()
     assert read_log(path) == []
+
+
+def test_the_training_clock_leaves_out_checks_and_counts_on_after_a_resume(tmp_path, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("ldm.monitor.time.time", lambda: now[0])
+
+    def slow_check(model, ema):
+        now[0] += 50.0  # a check of 50 s
+        return {"loss": 0.5}
+
+    model = torch.nn.Linear(2, 2)
+    monitor = Monitor(tmp_path / "run.log.jsonl")
+    monitor.open(0)
+    now[0] += 3.0
+    monitor.write(1, "train", {"loss": 1.0})
+    monitor.run_checks([Check("validation", 1, slow_check)], 1, model, None)
+    now[0] += 2.0
+    monitor.write(2, "train", {"loss": 1.0})
+    monitor.close()
+    assert [e["train_seconds"] for e in read_log(tmp_path / "run.log.jsonl")] == [3.0, 3.0, 5.0]
+    now[0] += 1000.0  # the run was killed after step 2 and restarts much later
+    resumed = Monitor(tmp_path / "run.log.jsonl")
+    resumed.open(2)
+    now[0] += 4.0
+    resumed.write(3, "train", {"loss": 1.0})
+    resumed.close()
+    assert read_log(tmp_path / "run.log.jsonl")[-1]["train_seconds"] == 9.0
 
 
 def test_a_damaged_log_is_one_error_naming_it(tmp_path):

@@ -244,8 +244,12 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(pipeline, tmp_
     b = load_checkpoint(tmp_path / "straight.safetensors", "unet").tensors
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # one continuous log: every line of the uninterrupted run, none twice (timings aside)
-    untimed = lambda path: [{k: v for k, v in e.items() if k != "seconds"} for e in read_log(path)]
+    untimed = lambda path: [{k: v for k, v in e.items() if k not in ("seconds", "train_seconds")}
+                            for e in read_log(path)]
     assert untimed(tmp_path / "killed.log.jsonl") == untimed(tmp_path / "straight.log.jsonl")
+    # the training clock counts on across the resume: it never goes back
+    clock = [e["train_seconds"] for e in read_log(tmp_path / "killed.log.jsonl")]
+    assert clock == sorted(clock) and clock[0] >= 0
     assert len(untimed(tmp_path / "straight.log.jsonl")) == 5 + 20  # train: 1, 50, 100, 150, 200; validation every 10
 
 

@@ -1,0 +1,311 @@
+"""Which UNet training recipe gives the best digits per CPU-minute (`make recipes`).
+
+Every recipe is the preset's UNet recipe (the baseline) with one change, trained on the same
+latent cache for the same wall-clock budget: two short calibration runs measure its seconds per
+step (and its start-up cost, which compilation would add to), and its run takes the steps the
+budget buys, so that the learning rate decays and the EMA averages over the run it really gets.
+Checks during training (held-out loss and the FID of 1,000 images at each quarter of the run)
+are not charged to the budget: the charged time is the log's `train_seconds` (monitor.py).
+
+Each trained recipe is scored with the default sampler on `num_images` images in the three
+rows of `make all` (random digits; the "no label" branch; digits 0-9 at the recipe's guidance,
+with how often the classifier recognises the prompted digit), once per noise seed. Every recipe
+is sampled from the same noise at a given seed (same latent shape, same labels), so the
+differences to the baseline are paired; their spread over the seeds is the sampling noise of a
+difference. A recipe's checkpoint (work_dir/<name>.safetensors), its plan (the steps its
+calibration gave) and its scores per seed are reused while its settings are unchanged, so the
+study grows one recipe or one seed at a time; a killed run resumes from its snapshot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .classifier import Classifier
+from .distributed import describe_device
+from .errors import ConfigError, LdmError
+from .latents import LatentCache
+from .monitor import Monitor, read_log
+from .outputs import Outputs, write_study, write_text_atomic
+from .pipeline import LatentDiffusion
+from .plots import new_figure, save_figure
+from .presets import Preset
+from .prompt import PROMPT_GUIDANCE, Prompt
+from .runtime import RunContext, cpu_autocast, native_bf16_cpu
+from .sampling import SamplerConfig
+from .scoring import Scorer, TestSetFID, validation_images
+from .snapshot import snapshot_path
+from .stages import SampleQuality, train_unet
+from .version import __version__
+from .vae import VAE
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+CALIBRATION_STEPS = (10, 40)  # two short runs: their difference is the time of the steps alone
+QUALITY_IMAGES = 1000  # images per FID during training (the curves of the plot)
+ROWS = ("random digits", "no label", "digits 0-9")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The baseline with the named fields changed; `change` says what, in words."""
+    name: str
+    change: str
+    diffusion: dict = field(default_factory=dict)  # DiffusionConfig fields
+    unet_model: dict = field(default_factory=dict)  # UNetConfig fields
+    training: dict = field(default_factory=dict)  # TrainSettings fields (the budget sets the steps)
+    latent_target: str = "sample"  # latents.LATENT_TARGETS
+    precision: str = "fp32"  # "bf16": the denoiser's CPU forward passes (training and sampling) in bf16
+    guidance: float = PROMPT_GUIDANCE  # of the digits 0-9 row
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", self.precision, f"expected one of {', '.join(PRECISIONS)}")
+
+    def prompts(self) -> dict[str, Prompt]:
+        return {"random digits": Prompt("any"), "no label": Prompt("none"),
+                "digits 0-9": Prompt("all", self.guidance)}
+
+
+RECIPES = {r.name: r for r in (
+    Recipe("baseline", "the preset's recipe"),
+    Recipe("bf16", "bf16 autocast on a CPU that computes bf16 natively", precision="bf16"),
+    Recipe("posterior-mean", "the UNet learns the posterior means μ instead of samples μ + σ·ε",
+           latent_target="mean"),
+    Recipe("logit-normal-t", "timesteps drawn from a logit-normal density (Esser et al. 2024)",
+           diffusion={"timesteps": "logit-normal"}),
+    Recipe("log-normal-t", "timesteps drawn from EDM's log-normal density of σ (Karras et al. 2022)",
+           diffusion={"timesteps": "log-normal"}),
+    Recipe("min-snr-5", "min-SNR-γ loss weighting, γ = 5 (Hang et al. 2023)", diffusion={"min_snr_gamma": 5.0}),
+    Recipe("drop-20", "20% of labels dropped instead of 50%", diffusion={"label_dropout": 0.2}),
+)}
+
+
+def recipe_problem(recipe: Recipe, device: torch.device) -> str | None:
+    """Why this machine cannot run `recipe` fairly, or None."""
+    if recipe.precision == "bf16" and device.type == "cpu" and not native_bf16_cpu():
+        return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
+    return None
+
+
+@dataclass
+class StudyInputs:
+    """What every recipe is trained and scored with."""
+    preset: Preset
+    cache: LatentCache
+    vae: VAE
+    vae_ckpt: Checkpoint
+    classifier: Classifier
+    train_images: torch.Tensor
+    test_images: torch.Tensor
+    vae_path: Path
+
+
+class RecipeRun:
+    """One recipe in the study's work folder: its configs, plan, training and scores."""
+
+    def __init__(self, recipe: Recipe, inputs: StudyInputs, run: RunContext, budget_seconds: float, work_dir: Path):
+        preset = inputs.preset
+        self.recipe, self.inputs, self.run, self.budget = recipe, inputs, run, budget_seconds
+        self.cache = inputs.cache.with_target(recipe.latent_target)
+        self.unet_model = dataclasses.replace(preset.unet_model, **recipe.unet_model)
+        self.diffusion = dataclasses.replace(preset.diffusion, **recipe.diffusion)
+        self.training = dataclasses.replace(preset.unet, **recipe.training)
+        self.checkpoint = work_dir / f"{recipe.name}.safetensors"
+        self.plan_path = work_dir / f"{recipe.name}.plan.json"
+        self.scores_path = work_dir / f"{recipe.name}.scores.json"
+        self.log_path = work_dir / f"{recipe.name}.log.jsonl"
+        # what makes two runs of this recipe the same: a change to any of it retrains
+        self.settings = json.loads(json.dumps({
+            "recipe": dataclasses.asdict(recipe), "budget_seconds": budget_seconds, "seed": run.seed,
+            "preset": preset.name, "unet_model": dataclasses.asdict(self.unet_model),
+            "diffusion": dataclasses.asdict(self.diffusion), "training": dataclasses.asdict(self.training),
+            "latents": inputs.cache.info.get("fingerprint")}))
+
+    def autocast(self):
+        return cpu_autocast(PRECISIONS[self.recipe.precision])
+
+    def _train(self, steps: int, **kwargs):
+        settings = dataclasses.replace(self.training, steps=steps, validate_every=max(1, steps // 4))
+        with self.autocast():
+            return train_unet(self.cache, self.unet_model, self.diffusion, settings, self.run,
+                              desc=self.recipe.name, **kwargs)
+
+    def plan(self) -> dict:
+        """The steps the budget buys, from two calibration runs (kept, so a resumed run keeps its steps)."""
+        if self.plan_path.is_file():
+            plan = json.loads(self.plan_path.read_text())
+            if plan.get("settings") == self.settings:
+                return plan
+        quiet = dataclasses.replace(self.run, progress=False)
+        short, long = CALIBRATION_STEPS
+        seconds = {}
+        for steps in CALIBRATION_STEPS:
+            settings = dataclasses.replace(self.training, steps=steps)
+            with self.autocast():
+                trained = train_unet(self.cache, self.unet_model, self.diffusion, settings, quiet)
+            seconds[steps] = trained.info["train_seconds"]
+        per_step = (seconds[long] - seconds[short]) / (long - short)
+        start_up = max(0.0, seconds[short] - short * per_step)
+        steps = max(1, int((self.budget - start_up) / per_step))
+        plan = {"settings": self.settings, "steps": steps, "seconds_per_step": per_step, "start_up_seconds": start_up}
+        write_text_atomic(self.plan_path, json.dumps(plan, indent=2) + "\n")
+        return plan
+
+    def trained(self, fid: TestSetFID) -> Path:
+        """The recipe's checkpoint: reused when it records these settings, else trained for the budget."""
+        if self.checkpoint.is_file() and load_checkpoint(self.checkpoint, "unet").info.get("study") == self.settings:
+            return self.checkpoint
+        plan = self.plan()
+        steps = plan["steps"]
+        print(f"{self.recipe.name}: {steps} steps ({plan['seconds_per_step'] * 1000:.0f} ms each, "
+              f"{self.training.batch_size / plan['seconds_per_step']:.0f} latents/s) in the "
+              f"{self.budget / 60:.1f}-minute budget", flush=True)
+        inputs = self.inputs
+        quality = SampleQuality(inputs.vae, inputs.vae_ckpt, fid, max(1, steps // 4), QUALITY_IMAGES, self.run.seed)
+        trained = self._train(steps, snapshot_to=snapshot_path(self.checkpoint), monitor=Monitor(self.log_path),
+                              quality=quality)
+        charged = read_log(self.log_path)[-1]["train_seconds"]
+        trained.info.update(study=self.settings, plan=plan, charged_seconds=charged,
+                            latents_per_second=steps * self.training.batch_size / charged)
+        trained.save(self.checkpoint)
+        return self.checkpoint
+
+    def scores(self, scorer: Scorer, num_images: int, seeds: list[int], sampler: SamplerConfig) -> dict:
+        """{seed: {row: scores}} of the trained checkpoint; seeds already scored are read back."""
+        ckpt_fingerprint = load_checkpoint(self.checkpoint, "unet").fingerprint
+        key = {"checkpoint": ckpt_fingerprint, "num_images": num_images, "sampler": sampler.label}
+        stored = json.loads(self.scores_path.read_text()) if self.scores_path.is_file() else {}
+        by_seed = stored.get("seeds", {}) if stored.get("key") == key else {}
+        missing = [seed for seed in seeds if str(seed) not in by_seed]
+        if missing:
+            pipe = LatentDiffusion.load(self.checkpoint, self.inputs.vae_path, self.run.device)
+            with self.autocast():
+                for seed in missing:
+                    by_seed[str(seed)] = score_rows(pipe, self.recipe, scorer, num_images, seed, sampler,
+                                                    self.run.progress)
+                    write_text_atomic(self.scores_path, json.dumps({"key": key, "seeds": by_seed}, indent=2) + "\n")
+        return {seed: by_seed[str(seed)] for seed in seeds}
+
+
+def score_rows(pipe: LatentDiffusion, recipe: Recipe, scorer: Scorer, num_images: int, seed: int,
+               sampler: SamplerConfig, progress: bool) -> dict:
+    rows = {}
+    for row, prompt in recipe.prompts().items():
+        images = pipe.sample(num_images, sampler, prompt, seed=seed, progress=progress)
+        labels = prompt.labels(num_images, seed, pipe.label_frequencies) if prompt.digit == "all" else None
+        scores = scorer(images, labels=labels)
+        rows[row] = {k: scores[k] for k in ("fid", "precision", "recall", "recognised") if k in scores}
+    return rows
+
+
+def run_recipe_study(inputs: StudyInputs, run: RunContext, *, recipes: list[str], budget_seconds: float,
+                     work_dir: str | os.PathLike, num_images: int, seeds: list[int],
+                     sampler: SamplerConfig) -> dict:
+    """Train (or reuse) and score every recipe; return the report. The baseline always runs first."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    unknown = [name for name in recipes if name not in RECIPES]
+    if unknown:
+        raise ConfigError("recipes", unknown[0], f"expected some of {', '.join(RECIPES)}")
+    names = ["baseline"] + [name for name in dict.fromkeys(recipes) if name != "baseline"]
+    scorer = Scorer.compute(inputs.classifier, inputs.train_images, inputs.test_images, run.device)
+    fid = TestSetFID(inputs.classifier, inputs.test_images, run.device)
+    floor = fid(validation_images(inputs.train_images, num_images, torch.Generator().manual_seed(run.seed)))
+    report_rows, skipped = [], {}
+    for name in names:
+        recipe = RECIPES[name]
+        problem = recipe_problem(recipe, run.device)
+        if problem:
+            skipped[name] = problem
+            print(f"{name}: skipped, {problem}", flush=True)
+            continue
+        recipe_run = RecipeRun(recipe, inputs, run, budget_seconds, work_dir)
+        path = recipe_run.trained(fid)
+        info = load_checkpoint(path, "unet").info
+        scores = recipe_run.scores(scorer, num_images, seeds, sampler)
+        log = read_log(recipe_run.log_path) if recipe_run.log_path.is_file() else []
+        report_rows.append({
+            "recipe": name, "change": recipe.change, "steps": info["training"]["steps"],
+            "train_seconds": info["charged_seconds"], "latents_per_second": info["latents_per_second"],
+            "plan": {k: v for k, v in info["plan"].items() if k != "settings"}, "guidance": recipe.guidance,
+            "scores": {str(seed): scores[seed] for seed in seeds},
+            "fid_curve": [[e["train_seconds"], e["fid"]] for e in log if e["kind"] == "fid"]})
+        summary = ", ".join(f"{row} {mean_over_seeds(report_rows[-1], row):.3f}" for row in ROWS)
+        print(f"{name}: {info['training']['steps']} steps, {summary}", flush=True)
+    return {"rows": report_rows, "skipped": skipped, "floor": floor, "budget_seconds": budget_seconds,
+            "num_images": num_images, "seeds": seeds, "sampler": sampler.label, "preset": inputs.preset.name,
+            "device": describe_device(run.device), "torch_version": torch.__version__, "ldm_version": __version__}
+
+
+def mean_over_seeds(row: dict, name: str, key: str = "fid") -> float:
+    values = [scores[name][key] for scores in row["scores"].values()]
+    return sum(values) / len(values)
+
+
+def paired_differences(row: dict, baseline: dict, name: str) -> list[float]:
+    """FID(recipe) - FID(baseline) at each noise seed."""
+    return [row["scores"][seed][name]["fid"] - baseline["scores"][seed][name]["fid"] for seed in row["scores"]]
+
+
+def recipes_markdown(report: dict) -> str:
+    floor, rows = report["floor"], report["rows"]
+    baseline = rows[0]
+    seeds = ", ".join(map(str, report["seeds"]))
+    lines = ["# Training recipes at equal wall-clock", "",
+             f"{report['device']}; each recipe is the `{report['preset']}` preset's UNet recipe with one change, "
+             f"trained for {report['budget_seconds'] / 60:.1f} minutes of wall-clock (checks excluded) on the same "
+             f"latents, then sampled with {report['sampler']}, {report['num_images']} images per row and noise seed "
+             f"(seeds {seeds}; every recipe from the same noise). FID in this project's classifier features "
+             f"against the MNIST test set, the mean over the seeds; Δ is the paired difference to the baseline, "
+             f"its mean and, in brackets, its value at each seed. Validation floor: {floor:.3f}.", "",
+             "| recipe | change | steps | latents/s | " + " | ".join(f"{r} | Δ" for r in ROWS) + " | recognised |",
+             "|---|---|---:|---:|" + "---:|---:|" * len(ROWS) + "---:|"]
+    for r in rows:
+        cells = []
+        for name in ROWS:
+            cells.append(f"{mean_over_seeds(r, name):.3f} ({mean_over_seeds(r, name) / floor:.2f}×)")
+            if r is baseline:
+                cells.append("—")
+            else:
+                diffs = paired_differences(r, baseline, name)
+                cells.append(f"{sum(diffs) / len(diffs):+.2f} ({'/'.join(f'{d:+.2f}' for d in diffs)})")
+        recognised = mean_over_seeds(r, "digits 0-9", "recognised")
+        lines.append(f"| {r['recipe']} | {r['change']} | {r['steps']} | {r['latents_per_second']:.0f} | "
+                     + " | ".join(cells) + f" | {recognised:.1%} |")
+    spread = [abs(d) for name in ROWS for d in
+              [baseline["scores"][s][name]["fid"] - mean_over_seeds(baseline, name) for s in baseline["scores"]]]
+    lines += ["", f"The baseline's FID moves by up to {max(spread):.2f} from its mean across the noise seeds "
+              "(the sampling noise of one row); a paired Δ cancels most of it."]
+    for name, why in report["skipped"].items():
+        lines.append(f"\n`{name}` was not run: {why}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_recipes(report: dict, path: str | os.PathLike, outputs: Outputs | None = None) -> None:
+    fig, ax = new_figure()
+    for r in report["rows"]:
+        if r["fid_curve"]:
+            minutes, fids = zip(*((s / 60, f) for s, f in r["fid_curve"]))
+            ax.plot(minutes, fids, marker="o", label=r["recipe"])
+    ax.set(xlabel="training wall-clock (minutes, checks excluded)", ylabel=f"FID of {QUALITY_IMAGES} random digits",
+           title="FID during training, by recipe")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    save_figure(fig, path, outputs)
+
+
+def write_report(report: dict, out_dir: str | os.PathLike) -> str:
+    """recipes.{json,md,png} into `out_dir`; returns the table."""
+    if not report["rows"]:
+        raise LdmError("no recipe could run on this machine")
+    table = recipes_markdown(report)
+    write_study(out_dir, "recipes", report, table, lambda path, outputs: plot_recipes(report, path, outputs),
+                "FID against training wall-clock, by recipe")
+    return table

@@ -4,6 +4,9 @@
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
 #   make samplers DATA=../shared/data/mnist FID against model evaluations for DDIM and DPM-Solver++ (after `make all`)
 #   make lengths DATA=../shared/data/mnist  FID against UNet training steps (after `make all`)
+#   make recipes DATA=../shared/data/mnist  UNet training recipes at equal wall-clock (after `make all`;
+#                                          ~20 min a recipe on 2 CPU cores; RECIPES="a b" picks some,
+#                                          BUDGET=minutes of training each; finished recipes are reused)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
@@ -39,7 +42,7 @@ CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers lengths toy test test-fast clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers lengths recipes toy test test-fast clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -56,6 +59,7 @@ evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
 samplers: $(REPORTS)/samplers.json
 lengths: $(REPORTS)/training_length.json
+recipes: $(REPORTS)/recipes.json
 toy: $(REPORTS)/toy/toy.json
 	@cat $(REPORTS)/toy/toy.md
 
@@ -121,6 +125,11 @@ $(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensor
 $(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) \
 		--work-dir $(CKPT)/lengths
+
+# Rerun whenever asked: the study reuses every recipe (and every seed's scores) it finished before.
+$(REPORTS)/recipes.json: $(CKPT)/classifier.safetensors $(CKPT)/latents.safetensors FORCE
+	$(RUN) scripts.recipes --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) \
+		--work-dir $(CKPT)/recipes $(if $(RECIPES),--recipes $(RECIPES)) $(if $(BUDGET),--budget-minutes $(BUDGET))
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

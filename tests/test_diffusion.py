@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from ldm.diffusion import Diffusion, DiffusionConfig
+from ldm.diffusion import LOG_NORMAL, LOGIT_NORMAL, Diffusion, DiffusionConfig
 from ldm.errors import ConfigError
 from ldm.schedule import NoiseSchedule
 
@@ -76,7 +78,8 @@ def test_min_snr_weights_match_their_definition():
 @pytest.mark.parametrize("change, field", [
     ({"schedule": "sigmoid"}, "schedule"), ({"prediction": "x0"}, "prediction"),
     ({"num_timesteps": 0}, "num_timesteps"), ({"schedule": "linear", "num_timesteps": 19}, "num_timesteps"),
-    ({"min_snr_gamma": 0.0}, "min_snr_gamma"), ({"label_dropout": 1.5}, "label_dropout")])
+    ({"min_snr_gamma": 0.0}, "min_snr_gamma"), ({"label_dropout": 1.5}, "label_dropout"),
+    ({"timesteps": "beta"}, "timesteps")])
 def test_a_config_outside_its_domain_is_refused_naming_the_field(change, field):
     with pytest.raises(ConfigError) as error:
         DiffusionConfig(**change)
@@ -84,3 +87,75 @@ def test_a_config_outside_its_domain_is_refused_naming_the_field(change, field):
     if field == "schedule":
         assert "linear, cosine" in str(error.value)
     DiffusionConfig(**dict(change, **{field: getattr(DiffusionConfig(), field)}))  # the default is accepted
+
+
+def binned_draws(density: str, schedule: NoiseSchedule, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Continuous draws of the density, each put in the timestep whose noise level is nearest
+    (independently of timestep_probabilities' closed form): counts per timestep."""
+    normal = torch.randn(n, generator=generator, dtype=torch.float64)
+    T = schedule.num_timesteps
+    if density == "logit-normal":
+        m, s = LOGIT_NORMAL
+        t = (torch.sigmoid(m + s * normal) * T).floor().long().clamp(max=T - 1)
+    else:
+        m, s = LOG_NORMAL
+        a = schedule.alphas_cumprod
+        log_sigma = 0.5 * torch.log((1 - a) / a)
+        t = torch.searchsorted(log_sigma, m + s * normal).clamp(1, T - 1)
+        t = torch.where((m + s * normal - log_sigma[t - 1]).abs() < (log_sigma[t] - (m + s * normal)).abs(), t - 1, t)
+    return torch.bincount(t, minlength=T).double()
+
+
+@pytest.mark.parametrize("density", ["logit-normal", "log-normal"])
+def test_timestep_densities_put_each_bin_s_share_of_the_continuous_density(density):
+    d = diffusion("cosine", "v", timesteps=density)
+    probs = d.timestep_probs
+    assert probs.shape == (1000,) and (probs >= 0).all() and abs(probs.sum().item() - 1) < 1e-12
+    n = 2_000_000
+    counts = binned_draws(density, d.schedule, n, torch.Generator().manual_seed(0))
+    # each bin a binomial count: within 5 standard errors (plus one count) of n·p
+    assert ((counts - n * probs).abs() <= 5 * (n * probs * (1 - probs)).sqrt() + 1).all()
+    # and the drawn timesteps themselves follow the probabilities
+    torch.manual_seed(0)
+    drawn = torch.bincount(d.draw_timesteps(n), minlength=1000).double()
+    assert ((drawn - n * probs).abs() <= 5 * (n * probs * (1 - probs)).sqrt() + 1).all()
+
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def test_the_logit_normal_mass_of_the_middle_third_is_its_closed_form():
+    probs = diffusion("cosine", "v", timesteps="logit-normal").timestep_probs
+    m, s = LOGIT_NORMAL
+    # u in [1/3, 2/3]: logit u in [-ln 2, ln 2]; 0.512 for (0, 1), against uniform's 1/3
+    expected = normal_cdf((math.log(2) - m) / s) - normal_cdf((-math.log(2) - m) / s)
+    assert probs[333:666].sum().item() == pytest.approx(expected, abs=probs[333].item())
+
+
+def test_the_logit_normal_density_is_symmetric_about_the_middle_timestep():
+    probs = diffusion("cosine", "v", timesteps="logit-normal").timestep_probs
+    assert LOGIT_NORMAL[0] == 0.0
+    torch.testing.assert_close(probs, probs.flip(0), rtol=1e-9, atol=1e-15)
+
+
+def test_log_normal_puts_one_deviation_s_mass_within_one_deviation_of_edm_s_mean():
+    d = diffusion("cosine", "v", timesteps="log-normal")
+    a = d.schedule.alphas_cumprod
+    log_sigma = 0.5 * torch.log((1 - a) / a)
+    m, s = LOG_NORMAL
+    inside = (log_sigma >= m - s) & (log_sigma <= m + s)
+    # Φ(1) - Φ(-1) = 0.683, to within the two edge bins
+    edge = d.timestep_probs[inside].max().item()
+    assert d.timestep_probs[inside].sum().item() == pytest.approx(normal_cdf(1) - normal_cdf(-1), abs=2 * edge)
+    median_t = int((d.timestep_probs.cumsum(0) < 0.5).sum())
+    assert abs(log_sigma[median_t].item() - m) < log_sigma[median_t + 1].item() - log_sigma[median_t - 1].item()
+
+
+def test_uniform_timesteps_are_drawn_as_before():
+    torch.manual_seed(3)
+    expected = torch.randint(0, 1000, (500,))
+    torch.manual_seed(3)
+    assert torch.equal(diffusion("cosine", "v").draw_timesteps(500), expected)
+    assert diffusion("cosine", "v").timestep_probs is None

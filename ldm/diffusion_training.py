@@ -102,19 +102,20 @@ class TrainedDenoiser:
     ema_decay: float  # the EMA's decay at the end
     logged: dict[str, float]  # the last logged metrics
     seconds: float
+    steps: int  # the optimizer steps taken (settings.steps, unless a time budget ended the run)
 
 
 def train_denoiser(make_model: Callable[[], nn.Module], diffusion: Diffusion, num_examples: int,
                    batch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]], settings: TrainSettings,
                    run: RunContext, *, desc: str, snapshot: Snapshot | None = None, monitor: Monitor | None = None,
-                   checks: Sequence[Check] = ()) -> TrainedDenoiser:
+                   checks: Sequence[Check] = (), time_budget: float | None = None) -> TrainedDenoiser:
     """Train the denoiser `make_model()` (its config says num_classes) on `num_examples`
     examples, batches of indices drawn in a seeded order and turned into (x_0, labels) by
     `batch`, keeping an EMA of the weights.
 
     With `run.compile`, the steps run the network through torch.compile; weights, EMA and
-    snapshots are those of the plain module either way. `snapshot`, `monitor` and `checks`: see
-    run_training.
+    snapshots are those of the plain module either way. `snapshot`, `monitor`, `checks` and
+    `time_budget`: see run_training.
     """
     model = seeded_model(make_model, run)
     ema = EMA(model, settings.ema_power)
@@ -125,5 +126,5 @@ def train_denoiser(make_model: Callable[[], nn.Module], diffusion: Diffusion, nu
                      run.device)
     start = time.time()
     logged = run_training(model, loss, settings, ema=ema, sampler=sampler, snapshot=snapshot,
-                          monitor=monitor, checks=checks, desc=desc, progress=run.progress)
-    return TrainedDenoiser(ema.model, model, ema.decay(), logged, time.time() - start)
+                          monitor=monitor, checks=checks, desc=desc, progress=run.progress, time_budget=time_budget)
+    return TrainedDenoiser(ema.model, model, ema.decay(), logged, time.time() - start, ema.num_updates)

@@ -145,6 +145,10 @@ def minimum(value: torch.Tensor) -> torch.Tensor:
     return _all_reduce(value, "MIN")
 
 
+def maximum(value: torch.Tensor) -> torch.Tensor:
+    return _all_reduce(value, "MAX")
+
+
 def _all_reduce(value: torch.Tensor, op: str) -> torch.Tensor:
     if _world.size == 1:
         return value

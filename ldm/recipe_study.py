@@ -1,11 +1,14 @@
 """Which UNet training recipe gives the best digits per CPU-minute (`make recipes`).
 
 Every recipe is the preset's UNet recipe (the baseline) with one change, trained on the same
-latent cache for the same wall-clock budget: two short calibration runs measure its seconds per
-step (and its start-up cost, which compilation would add to), and its run takes the steps the
-budget buys, so that the learning rate decays and the EMA averages over the run it really gets.
-Checks during training (held-out loss and the FID of 1,000 images at each quarter of the run)
-are not charged to the budget: the charged time is the log's `train_seconds` (monitor.py).
+latent cache for the same wall-clock budget: the run stops when its training time reaches the
+budget, and its learning rate decays over the steps the clock extrapolates to (run_training's
+`time_budget`), so that each recipe gets the run its speed buys. Two short calibration runs
+first measure its seconds per step and start-up cost, for the first estimate of that length
+(the speed of a shared 2-core machine drifts by ±15% over minutes, so the estimate alone would
+not keep the budget). Checks during training (held-out loss and the FID of 1,000 images about
+every quarter of the run) are not charged to the budget: the charged time is the log's
+`train_seconds` (monitor.py).
 
 Each trained recipe is scored with the default sampler on `num_images` images in the three
 rows of `make all` (random digits; the "no label" branch; digits 0-9 at the recipe's guidance,
@@ -138,7 +141,8 @@ class RecipeRun:
                               desc=self.recipe.name, **kwargs)
 
     def plan(self) -> dict:
-        """The steps the budget buys, from two calibration runs (kept, so a resumed run keeps its steps)."""
+        """The steps the budget should buy, from two calibration runs: the run's first estimate of
+        its length (kept, so that a resumed run starts from the same)."""
         if self.plan_path.is_file():
             plan = json.loads(self.plan_path.read_text())
             if plan.get("settings") == self.settings:
@@ -164,14 +168,15 @@ class RecipeRun:
             return self.checkpoint
         plan = self.plan()
         steps = plan["steps"]
-        print(f"{self.recipe.name}: {steps} steps ({plan['seconds_per_step'] * 1000:.0f} ms each, "
+        print(f"{self.recipe.name}: about {steps} steps ({plan['seconds_per_step'] * 1000:.0f} ms each, "
               f"{self.training.batch_size / plan['seconds_per_step']:.0f} latents/s) in the "
               f"{self.budget / 60:.1f}-minute budget", flush=True)
         inputs = self.inputs
         quality = SampleQuality(inputs.vae, inputs.vae_ckpt, fid, max(1, steps // 4), QUALITY_IMAGES, self.run.seed)
         trained = self._train(steps, snapshot_to=snapshot_path(self.checkpoint), monitor=Monitor(self.log_path),
-                              quality=quality)
-        charged = read_log(self.log_path)[-1]["train_seconds"]
+                              quality=quality, time_budget=self.budget)
+        charged = max(e["train_seconds"] for e in read_log(self.log_path) if e["kind"] == "train")
+        steps = trained.info["training"]["steps"]
         trained.info.update(study=self.settings, plan=plan, charged_seconds=charged,
                             latents_per_second=steps * self.training.batch_size / charged)
         trained.save(self.checkpoint)

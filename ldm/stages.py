@@ -188,7 +188,7 @@ class SampleQuality:
 def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: DiffusionConfig, settings: TrainSettings,
                run: RunContext, *, snapshot_to: str | os.PathLike | None = None, save_every: int = 500,
                monitor: Monitor | None = None, quality: SampleQuality | None = None,
-               desc: str = "diffusion") -> Trained:
+               desc: str = "diffusion", time_budget: float | None = None) -> Trained:
     """A UNet trained on `cache` (its EMA weights as the model, the raw ones beside them).
 
     Each batch draws a fresh z = μ + σ·ε from the cached posteriors, or takes μ itself when the
@@ -198,6 +198,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     digit occurs, the prior that unprompted samples draw their digits from. The UNet takes as
     many channels as the cache's latents have. With a `monitor`, the raw weights are validated on
     VALIDATION_LATENTS test latents, and with `quality` the EMA weights' samples are scored.
+    With a `time_budget` (seconds) the run trains for that long rather than `settings.steps`
+    (run_training), and the info records the steps it took.
     """
     config = dataclasses.replace(config, in_channels=cache.latent_shape[0])
     num_classes = config.num_classes
@@ -216,12 +218,14 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     if quality is not None and quality.every > 0:
         checks.append(quality.check(diffusion, cache.scale_factor, label_frequencies))
     trained = train_denoiser(lambda: UNet(config), diffusion, len(cache.train_mean), batch, settings, run, desc=desc,
-                             snapshot=_snapshot(snapshot_to, save_every, signature), monitor=monitor, checks=checks)
+                             snapshot=_snapshot(snapshot_to, save_every, signature), monitor=monitor, checks=checks,
+                             time_budget=time_budget)
     info = {"diffusion": dataclasses.asdict(diffusion_config), "scale_factor": cache.scale_factor,
             "latent_target": cache.target,
             "label_frequencies": label_frequencies, "vae_fingerprint": cache.vae_fingerprint,
-            "training": dataclasses.asdict(settings), "seed": run.seed, "ema_decay": trained.ema_decay,
+            "training": dataclasses.asdict(dataclasses.replace(settings, steps=trained.steps)), "seed": run.seed,
+            "ema_decay": trained.ema_decay,
             "final_loss": trained.logged, "train_seconds": trained.seconds,
-            "latents_per_second": settings.steps * settings.batch_size / trained.seconds,
+            "latents_per_second": trained.steps * settings.batch_size / trained.seconds,
             "device": str(run.device), "processes": distributed.world().size, "compiled": run.compile}
     return Trained(trained.ema_model, info, raw_model=trained.model)

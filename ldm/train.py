@@ -86,7 +86,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                  ema: EMA | None = None, log_interval: int = 50, sampler: BatchSampler | None = None,
                  snapshot: Snapshot | None = None,
                  monitor: Monitor | None = None, checks: Sequence[Check] = (), desc: str = "train",
-                 progress: bool = True) -> dict[str, float]:
+                 progress: bool = True, time_budget: float | None = None) -> dict[str, float]:
     """Optimise `model` for `settings.steps` steps with Adam at the `get_lr` schedule; return the
     last logged metrics.
 
@@ -101,8 +101,17 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
     `monitor`, the read-back metrics and the learning rate are logged after step 1, every
     `log_interval` steps and at the end, and the `checks` run when due (monitor.py); a run that
     fails with no snapshot to resume from removes its log.
+
+    With a `time_budget` (seconds on the monitor's clock, which leaves the checks out), the run
+    is one of equal wall-clock rather than equal steps: it ends after the first step that
+    finishes past the budget, and the learning-rate schedule runs to the step count the clock
+    extrapolates to (`settings.steps` until a first log line gives a rate; at most twice it), so
+    that the decay ends when the time does.
     """
-    steps, lr = settings.steps, settings.lr
+    if time_budget is not None and monitor is None:
+        raise ValueError("a time budget needs the monitor's clock")
+    planned, lr = settings.steps, settings.lr
+    steps = planned if time_budget is None else 2 * planned
     distributed.check_divisible("batch_size", settings.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, logged = snapshot.restore(model, optimizer, ema, sampler) if snapshot is not None else (0, {})
@@ -123,8 +132,13 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
             monitor.open(start)
         for step in bar:
             done = step + 1
+            if time_budget is None:
+                total = steps
+            else:  # the steps the budget buys at the rate so far
+                seconds = monitor.train_seconds()
+                total = planned if step < log_interval or seconds <= 0 else min(steps, round(step * time_budget / seconds))
             for group in optimizer.param_groups:
-                group["lr"] = get_lr(step, lr, steps, settings.warmup_steps)
+                group["lr"] = get_lr(step, lr, total, settings.warmup_steps)
             loss, metrics = step_loss(step)
             first_bad_step = torch.where(~torch.isfinite(loss.detach()) & (first_bad_step == never), step,
                                          first_bad_step)
@@ -135,6 +149,9 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
             optimizer.step()
             if ema is not None:
                 ema.update(model)
+            if time_budget is not None and distributed.maximum(
+                    torch.tensor(float(monitor.train_seconds() >= time_budget))).item() > 0:
+                steps = done  # this is the last step: the checks and snapshot due at the end run now
             if done == 1 or done % log_interval == 0 or done == steps:
                 check_finite()
                 names = ["loss", *metrics]
@@ -151,6 +168,8 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                 check_finite()
                 if distributed.is_main():
                     snapshot.save(done, model, optimizer, ema, sampler, logged)
+            if done == steps:
+                break
         finished = True
     finally:
         if monitor is not None:

@@ -7,6 +7,7 @@ from ldm.checkpoint import load_checkpoint
 from ldm.data import BatchSampler
 from ldm.errors import LdmError
 from ldm.snapshot import Snapshot
+from ldm.monitor import Check, Monitor, read_log
 from ldm.train import EMA, TrainSettings, get_lr, run_training
 
 
@@ -109,3 +110,41 @@ def test_divergence_keeps_the_last_good_snapshot(tmp_path):
         run_training(model, loss_fn, TrainSettings(20, batch_size=1, lr=0.1), snapshot=snapshot, progress=False)
     state = load_checkpoint(tmp_path / "m.state.safetensors", "training_state")
     assert state.info["step"] == 5 and torch.isfinite(state.tensors["model/weight"]).all()
+
+
+def test_a_time_budget_ends_the_run_on_time_with_the_learning_rate_decayed(tmp_path, monkeypatch):
+    """Steps that take 1/8 s on the monitor's clock: a 15/8 s budget ends the run after step 15,
+    whose learning rate is the end of the schedule; the checks and the snapshot due at the end run."""
+    now = [0.0]
+    monkeypatch.setattr("ldm.monitor.time.time", lambda: now[0])
+    model = torch.nn.Linear(1, 1)
+    lrs = []
+
+    def loss_fn(step):
+        now[0] += 0.125
+        return model(torch.ones(1, 1)).pow(2).sum(), {}
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, *args, **kwargs):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    monitor = Monitor(tmp_path / "log.jsonl")
+    checks = [Check("validation", 0, lambda m, ema: {"loss": 0.0})]
+    snapshot = Snapshot(tmp_path / "state.safetensors", 0, {"run": 1})
+    settings = TrainSettings(100, batch_size=1, lr=0.1)  # the first estimate: 100 steps
+    run_training(model, loss_fn, settings, monitor=monitor, checks=checks, snapshot=snapshot, log_interval=5,
+                 progress=False, time_budget=1.875)
+    log = read_log(tmp_path / "log.jsonl")
+    assert len(lrs) == 15 and log[-1]["step"] == 15 and log[-1]["kind"] == "validation"
+    assert log[-2]["train_seconds"] == 1.875
+    assert lrs[-1] == pytest.approx(get_lr(14, 0.1, 15, 0))  # the schedule ends with the run
+    assert lrs[0] == pytest.approx(get_lr(0, 0.1, 100, 0))  # before any rate is known, the estimate
+    assert load_checkpoint(tmp_path / "state.safetensors", "training_state").info["step"] == 15
+
+
+def test_a_time_budget_needs_a_monitor():
+    with pytest.raises(ValueError, match="monitor"):
+        run_training(torch.nn.Linear(1, 1), lambda step: (torch.zeros((), requires_grad=True), {}),
+                     TrainSettings(2, batch_size=1, lr=0.1), progress=False, time_budget=1.0)

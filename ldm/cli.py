@@ -109,6 +109,17 @@ CHECKPOINTS = {"classifier": "the classifier whose features FID uses", "vae": "t
                "unet": "the diffusion UNet", "latents": "the latent cache"}
 
 
+def add_study_dirs(parser: argparse.ArgumentParser, stem: str, work: str | None = None,
+                   work_dir: str | None = None) -> None:
+    """--out-dir for a study's <stem>.{json,md,png} and, for one that trains, --work-dir
+    (default checkpoints/<work_dir or stem>) for its models (`work` says what goes there), which
+    a rerun reuses."""
+    parser.add_argument("--out-dir", default="reports", help=f"{stem}.json, {stem}.md and pictures go here")
+    if work is not None:
+        parser.add_argument("--work-dir", default=f"checkpoints/{work_dir or stem}",
+                            help=f"{work} go here (reused by a rerun)")
+
+
 def add_checkpoint_args(parser: argparse.ArgumentParser, *stages: str) -> None:
     """--classifier, --vae, --unet, --latents: the files `make all` writes into checkpoints/."""
     for stage in stages:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ldm.bench import BenchInputs, run_bench
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
-                     positive_int, prepare, run_context)
+                     add_study_dirs, positive_int, prepare, run_context)
 from ldm.launch import run
 
 
@@ -29,8 +29,7 @@ def parser() -> StageParser:
     add_checkpoint_args(parser, "classifier", "vae", "unet", "latents")
     parser.add_argument("--num-images", type=positive_int, help="images per row (unset: the preset's)")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training-choice study")
-    parser.add_argument("--out-dir", default="reports", help="bench.json, bench.md and pictures go here")
-    parser.add_argument("--work-dir", default="checkpoints/bench", help="UNets of the training study go here")
+    add_study_dirs(parser, "bench", "UNets of the training study")
     add_runtime_args(parser)
     add_compile_arg(parser)
     return parser

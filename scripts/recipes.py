@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args,
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, add_study_dirs,
                      non_negative_int, positive_float, positive_int, prepare, run_context)
 from ldm.data import load_mnist
 from ldm.errors import ConfigError
@@ -36,15 +36,14 @@ def parser() -> StageParser:
     add_preset_arg(parser)
     add_checkpoint_args(parser, "classifier", "vae")
     parser.add_argument("--latents", default="checkpoints/latents.safetensors", help="latent cache to train on")
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES),
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), metavar="RECIPE",
                         help=f"recipes to run (the baseline always runs): {', '.join(RECIPES)}")
     parser.add_argument("--budget-minutes", type=positive_float, default=10.0,
                         help="training wall-clock of every recipe, checks excluded")
     parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per FID row")
     parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1],
                         help="noise seeds every row is sampled with (at least 2 to see the noise)")
-    parser.add_argument("--out-dir", default="reports", help="recipes.{json,md,png} go here")
-    parser.add_argument("--work-dir", default="checkpoints/recipes", help="each recipe's UNet, log and scores")
+    add_study_dirs(parser, "recipes", "each recipe's UNet, log and scores")
     add_runtime_args(parser)
     return parser
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_runtime_args, positive_int,
-                     seed)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_runtime_args, add_study_dirs,
+                     positive_int, seed)
 from ldm.data import load_mnist
 from ldm.launch import run
 from ldm.outputs import check_writable
@@ -36,7 +36,7 @@ def parser() -> StageParser:
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=list(NFES), help="model evaluations per image")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
                         help="images per sampling batch (the images depend on it)")
-    parser.add_argument("--out-dir", default="reports", help="samplers.json, samplers.md and samplers.png go here")
+    add_study_dirs(parser, "samplers")
     add_runtime_args(parser)
     add_compile_arg(parser)
     return parser

@@ -6,8 +6,8 @@ import torch
 from ldm.checkpoint import load_checkpoint
 from ldm.data import BatchSampler
 from ldm.errors import LdmError
-from ldm.snapshot import Snapshot
 from ldm.monitor import Check, Monitor, read_log
+from ldm.snapshot import Snapshot
 from ldm.train import EMA, TrainSettings, get_lr, run_training
 
 

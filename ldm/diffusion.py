@@ -65,13 +65,10 @@ def mixed_precision(model: ConditionalModel) -> ConditionalModel:
     return forward
 
 
-def normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * torch.erfc(-x / math.sqrt(2.0))
-
-
 def timestep_probabilities(density: str, schedule: NoiseSchedule) -> torch.Tensor | None:
     """P(t) over the T discrete timesteps for a continuous density, as float64 [T]; None for
-    uniform. Each timestep takes the probability mass of its bin, in closed form by the normal CDF:
+    uniform. Each timestep takes the probability mass of its bin, in closed form by the normal CDF
+    (torch.special.ndtr):
     - logit-normal: u = (t + ½)/T has logit(u) ~ N(m, s²); timestep t holds u in [t/T, (t+1)/T];
     - log-normal: ln σ ~ N(P_mean, P_std²) with σ_t = √((1 - ᾱ_t)/ᾱ_t) the noise-to-signal ratio
       (the σ of EDM's variance-exploding form of x_t/√ᾱ_t); timestep t holds the ln σ between
@@ -87,7 +84,7 @@ def timestep_probabilities(density: str, schedule: NoiseSchedule) -> torch.Tenso
         m, s = LOG_NORMAL
         log_sigma = 0.5 * (torch.log1p(-schedule.alphas_cumprod) - torch.log(schedule.alphas_cumprod))
         inner = ((log_sigma[1:] + log_sigma[:-1]) / 2 - m) / s
-    edges = torch.cat([torch.zeros(1, dtype=torch.float64), normal_cdf(inner), torch.ones(1, dtype=torch.float64)])
+    edges = torch.cat([torch.zeros(1, dtype=torch.float64), torch.special.ndtr(inner), torch.ones(1, dtype=torch.float64)])
     return edges.diff()
 
 

@@ -33,7 +33,7 @@ import torch
 from .checkpoint import Checkpoint, load_checkpoint
 from .classifier import Classifier
 from .distributed import describe_device
-from .errors import ConfigError, LdmError
+from .errors import ConfigError, LdmError, check_choice
 from .latents import LatentCache
 from .monitor import Monitor, read_log
 from .outputs import Outputs, write_study, write_text_atomic
@@ -68,8 +68,7 @@ class Recipe:
     guidance: float = PROMPT_GUIDANCE  # of the digits 0-9 row
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", self.precision, f"expected one of {', '.join(PRECISIONS)}")
+        check_choice("precision", self.precision, PRECISIONS)
 
     def prompts(self) -> dict[str, Prompt]:
         return {"random digits": Prompt("any"), "no label": Prompt("none"),
@@ -137,11 +136,11 @@ class RecipeRun:
     def autocast(self):
         return cpu_autocast(PRECISIONS[self.recipe.precision])
 
-    def _train(self, steps: int, **kwargs):
+    def _train(self, steps: int, run: RunContext, **kwargs):
         settings = dataclasses.replace(self.training, steps=steps, validate_every=max(1, steps // 4))
         with self.autocast():
-            return train_unet(self.cache, self.unet_model, self.diffusion, settings, self.run,
-                              desc=self.recipe.name, **kwargs)
+            return train_unet(self.cache, self.unet_model, self.diffusion, settings, run, desc=self.recipe.name,
+                              **kwargs)
 
     def plan(self) -> dict:
         """The steps the budget should buy, from two calibration runs: the run's first estimate of
@@ -152,12 +151,7 @@ class RecipeRun:
                 return plan
         quiet = dataclasses.replace(self.run, progress=False)
         short, long = CALIBRATION_STEPS
-        seconds = {}
-        for steps in CALIBRATION_STEPS:
-            settings = dataclasses.replace(self.training, steps=steps)
-            with self.autocast():
-                trained = train_unet(self.cache, self.unet_model, self.diffusion, settings, quiet)
-            seconds[steps] = trained.info["train_seconds"]
+        seconds = {steps: self._train(steps, quiet).info["train_seconds"] for steps in CALIBRATION_STEPS}
         per_step = (seconds[long] - seconds[short]) / (long - short)
         start_up = max(0.0, seconds[short] - short * per_step)
         steps = max(1, int((self.budget - start_up) / per_step))
@@ -165,10 +159,12 @@ class RecipeRun:
         write_text_atomic(self.plan_path, json.dumps(plan, indent=2) + "\n")
         return plan
 
-    def trained(self, fid: TestSetFID) -> Path:
+    def trained(self, fid: TestSetFID) -> Checkpoint:
         """The recipe's checkpoint: reused when it records these settings, else trained for the budget."""
-        if self.checkpoint.is_file() and load_checkpoint(self.checkpoint, "unet").info.get("study") == self.settings:
-            return self.checkpoint
+        if self.checkpoint.is_file():
+            ckpt = load_checkpoint(self.checkpoint, "unet")
+            if ckpt.info.get("study") == self.settings:
+                return ckpt
         plan = self.plan()
         steps = plan["steps"]
         print(f"{self.recipe.name}: about {steps} steps ({plan['seconds_per_step'] * 1000:.0f} ms each, "
@@ -176,19 +172,19 @@ class RecipeRun:
               f"{self.budget / 60:.1f}-minute budget", flush=True)
         inputs = self.inputs
         quality = SampleQuality(inputs.vae, inputs.vae_ckpt, fid, max(1, steps // 4), QUALITY_IMAGES, self.run.seed)
-        trained = self._train(steps, snapshot_to=snapshot_path(self.checkpoint), monitor=Monitor(self.log_path),
-                              quality=quality, time_budget=self.budget)
+        trained = self._train(steps, self.run, snapshot_to=snapshot_path(self.checkpoint),
+                              monitor=Monitor(self.log_path), quality=quality, time_budget=self.budget)
         charged = max(e["train_seconds"] for e in read_log(self.log_path) if e["kind"] == "train")
         steps = trained.info["training"]["steps"]
         trained.info.update(study=self.settings, plan=plan, charged_seconds=charged,
                             latents_per_second=steps * self.training.batch_size / charged)
         trained.save(self.checkpoint)
-        return self.checkpoint
+        return load_checkpoint(self.checkpoint, "unet")
 
-    def scores(self, scorer: Scorer, num_images: int, seeds: list[int], sampler: SamplerConfig) -> dict:
-        """{seed: {row: scores}} of the trained checkpoint; seeds already scored are read back."""
-        ckpt_fingerprint = load_checkpoint(self.checkpoint, "unet").fingerprint
-        key = {"checkpoint": ckpt_fingerprint, "num_images": num_images, "sampler": sampler.label}
+    def scores(self, ckpt: Checkpoint, scorer: Scorer, num_images: int, seeds: list[int],
+               sampler: SamplerConfig) -> dict:
+        """{seed: {row: scores}} of the trained checkpoint `ckpt`; seeds already scored are read back."""
+        key = {"checkpoint": ckpt.fingerprint, "num_images": num_images, "sampler": sampler.label}
         stored = json.loads(self.scores_path.read_text()) if self.scores_path.is_file() else {}
         by_seed = stored.get("seeds", {}) if stored.get("key") == key else {}
         missing = [seed for seed in seeds if str(seed) not in by_seed]
@@ -235,9 +231,9 @@ def run_recipe_study(inputs: StudyInputs, run: RunContext, *, recipes: list[str]
             print(f"{name}: skipped, {problem}", flush=True)
             continue
         recipe_run = RecipeRun(recipe, inputs, run, budget_seconds, work_dir)
-        path = recipe_run.trained(fid)
-        info = load_checkpoint(path, "unet").info
-        scores = recipe_run.scores(scorer, num_images, seeds, sampler)
+        ckpt = recipe_run.trained(fid)
+        info = ckpt.info
+        scores = recipe_run.scores(ckpt, scorer, num_images, seeds, sampler)
         log = read_log(recipe_run.log_path) if recipe_run.log_path.is_file() else []
         report_rows.append({
             "recipe": name, "change": recipe.change, "steps": info["training"]["steps"],

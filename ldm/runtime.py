@@ -59,15 +59,22 @@ def cpu_class() -> str:
     return torch.backends.cpu.get_cpu_capability() + (" with native bf16" if native_bf16_cpu() else "")
 
 
+def _set_cpu_autocast(dtype: torch.dtype | None) -> None:
+    if dtype is None:
+        AUTOCAST_DTYPES.pop("cpu", None)
+    else:
+        AUTOCAST_DTYPES["cpu"] = dtype
+
+
 @contextlib.contextmanager
 def cpu_autocast(dtype: torch.dtype | None):
     """Within the block, the denoiser's forward pass on the CPU runs in `dtype` (None: fp32)."""
     before = AUTOCAST_DTYPES.get("cpu")
-    AUTOCAST_DTYPES.pop("cpu", None) if dtype is None else AUTOCAST_DTYPES.update(cpu=dtype)
+    _set_cpu_autocast(dtype)
     try:
         yield
     finally:
-        AUTOCAST_DTYPES.pop("cpu", None) if before is None else AUTOCAST_DTYPES.update(cpu=before)
+        _set_cpu_autocast(before)
 
 
 @dataclass(frozen=True)

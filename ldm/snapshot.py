@@ -29,8 +29,10 @@ def snapshot_path(out: str | os.PathLike) -> Path:
 
 def run_signature(stage: str, seed: int, data: str, **configs) -> dict:
     """What makes two training runs the same run, and a snapshot of one resumable by the other:
-    the stage, the seed, a fingerprint of the training data and every dataclass config given."""
-    return {"stage": stage, "seed": seed, "data": data, **{k: dataclasses.asdict(v) for k, v in configs.items()}}
+    the stage, the seed, a fingerprint of the training data and every config given (a dataclass,
+    or a plain JSON value)."""
+    return {"stage": stage, "seed": seed, "data": data,
+            **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in configs.items()}}
 
 
 class Snapshot:

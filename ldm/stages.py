@@ -207,8 +207,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     def batch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return cache.sample(index), cache.train_labels[index] if num_classes else None
 
-    signature = dict(run_signature("diffusion", run.seed, cache.info.get("fingerprint"), training=settings,
-                                   config=config, diffusion=diffusion_config), latent_target=cache.target)
+    signature = run_signature("diffusion", run.seed, cache.info.get("fingerprint"), training=settings, config=config,
+                              diffusion=diffusion_config, latent_target=cache.target)
     label_frequencies = (torch.bincount(cache.train_labels.cpu(), minlength=num_classes) / len(cache.train_labels)
                          ).tolist() if num_classes else None
     diffusion = Diffusion(diffusion_config)

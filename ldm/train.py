@@ -104,14 +104,14 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
 
     With a `time_budget` (seconds on the monitor's clock, which leaves the checks out), the run
     is one of equal wall-clock rather than equal steps: it ends after the first step that
-    finishes past the budget, and the learning-rate schedule runs to the step count the clock
-    extrapolates to (`settings.steps` until a first log line gives a rate; at most twice it), so
-    that the decay ends when the time does.
+    finishes past the budget, however many steps that takes, and the learning-rate schedule runs
+    to the step count the clock extrapolates to (`settings.steps` until a first log line gives a
+    rate), so that the decay ends when the time does.
     """
     if time_budget is not None and monitor is None:
         raise ValueError("a time budget needs the monitor's clock")
     planned, lr = settings.steps, settings.lr
-    steps = planned if time_budget is None else 2 * planned
+    steps = planned if time_budget is None else torch.iinfo(torch.int64).max  # until the time is up
     distributed.check_divisible("batch_size", settings.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     start, logged = snapshot.restore(model, optimizer, ema, sampler) if snapshot is not None else (0, {})
@@ -125,7 +125,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
             raise LdmError(f"{desc}: the loss became non-finite at step {bad}; stopped, "
                            "and nothing after the last good snapshot was saved (try a lower learning rate)")
 
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, dynamic_ncols=True, disable=not progress)
+    bar = tqdm(range(start, steps), initial=start, total=planned, desc=desc, dynamic_ncols=True, disable=not progress)
     finished = False
     try:
         if monitor is not None:
@@ -136,7 +136,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                 total = steps
             else:  # the steps the budget buys at the rate so far
                 seconds = monitor.train_seconds()
-                total = planned if step < log_interval or seconds <= 0 else min(steps, round(step * time_budget / seconds))
+                total = planned if step < log_interval or seconds <= 0 else round(step * time_budget / seconds)
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, lr, total, settings.warmup_steps)
             loss, metrics = step_loss(step)
@@ -150,7 +150,7 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
             if ema is not None:
                 ema.update(model)
             if time_budget is not None and distributed.maximum(
-                    torch.tensor(float(monitor.train_seconds() >= time_budget))).item() > 0:
+                    torch.tensor(float(monitor.train_seconds() >= time_budget), device=never.device)).item() > 0:
                 steps = done  # this is the last step: the checks and snapshot due at the end run now
             if done == 1 or done % log_interval == 0 or done == steps:
                 check_finite()

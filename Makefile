@@ -3,6 +3,8 @@
 #   make test                              the test suite (make test-fast: without the slow tests)
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
 #   make samplers DATA=../shared/data/mnist FID against model evaluations for DDIM and DPM-Solver++ (after `make all`)
+#   make guidance DATA=../shared/data/mnist FID and recognition of digits 0-9 by guidance scale and interval
+#                                          (after `make all`)
 #   make lengths DATA=../shared/data/mnist  FID against UNet training steps (after `make all`)
 #   make recipes DATA=../shared/data/mnist  UNet training recipes at equal wall-clock (after `make all`;
 #                                          ~20 min a recipe on 2 CPU cores; RECIPES="a b" picks some,
@@ -10,7 +12,8 @@
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
-# COMPILE=1 (torch.compile the UNet in training and sampling), NPROC (processes per stage: 1 runs
+# COMPILE=1 (torch.compile the UNet in training and sampling), PRECISION (auto|fp32|bf16: the UNet's
+# forward passes; auto is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere), NPROC (processes per stage: 1 runs
 # each stage as one plain process; N > 1 launches classifier, vae, diffusion, sample and evaluate
 # with torchrun on N processes of this machine, one GPU each on CUDA; see README, "Several processes"),
 # TENSORBOARD=DIR (the training stages also write TensorBoard events into DIR/<stage>; needs the
@@ -34,6 +37,8 @@ RUN := $(PY) -m
 COMMON := --device $(DEVICE) --seed $(SEED)
 COMPILE ?=
 COMPILE_FLAG := $(if $(COMPILE),--compile)
+PRECISION ?= auto
+DENOISER := $(COMPILE_FLAG) --precision $(PRECISION)
 NPROC ?= 1
 TENSORBOARD ?=
 # Every training stage logs its metrics beside its checkpoint (*.log.jsonl) and draws its curves here.
@@ -42,7 +47,7 @@ CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers lengths recipes toy test test-fast clean FORCE
+.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers guidance lengths recipes toy test test-fast clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -53,11 +58,12 @@ classifier: $(CKPT)/classifier.safetensors
 vae: $(CKPT)/vae.safetensors
 latents: $(CKPT)/latents.safetensors
 diffusion: $(CKPT)/unet.safetensors
-SAMPLES := $(CKPT)/samples_default.safetensors $(CKPT)/samples_ddim.safetensors $(CKPT)/samples_digits.safetensors
+SAMPLES := $(CKPT)/samples_default.safetensors $(CKPT)/samples_nolabel.safetensors $(CKPT)/samples_digits.safetensors
 sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
 samplers: $(REPORTS)/samplers.json
+guidance: $(REPORTS)/guidance.json
 lengths: $(REPORTS)/training_length.json
 recipes: $(REPORTS)/recipes.json
 toy: $(REPORTS)/toy/toy.json
@@ -69,12 +75,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# Stamps that change only when the settings do, so that changing DATA, PRESET, DEVICE or SEED
+# Stamps that change only when the settings do, so that changing DATA, PRESET, DEVICE, SEED or PRECISION
 # redoes every stage, and changing N redoes sampling and evaluation.
 $(CKPT)/settings.txt: FORCE
 	@mkdir -p $(CKPT)
-	@echo "data=$(DATA) preset=$(PRESET) device=$(DEVICE) seed=$(SEED)" | cmp -s - $@ || \
-		echo "data=$(DATA) preset=$(PRESET) device=$(DEVICE) seed=$(SEED)" > $@
+	@echo "data=$(DATA) preset=$(PRESET) device=$(DEVICE) seed=$(SEED) precision=$(PRECISION)" | cmp -s - $@ || \
+		echo "data=$(DATA) preset=$(PRESET) device=$(DEVICE) seed=$(SEED) precision=$(PRECISION)" > $@
 $(CKPT)/samples-settings.txt: FORCE
 	@mkdir -p $(CKPT)
 	@echo "n=$(N)" | cmp -s - $@ || echo "n=$(N)" > $@
@@ -94,21 +100,20 @@ $(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
 
 # FID of samples during training needs the classifier and the VAE
 $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safetensors
-	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out $@ \
+	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) --out $@ \
 		--data-dir $(DATA) --classifier $(CKPT)/classifier.safetensors --vae $(CKPT)/vae.safetensors $(call CURVES,unet)
 
 # The default sampler (ldm/sampling.py: DEFAULT_SAMPLER at its default steps, chosen by `make
-# samplers`), DDIM-50 for comparison, and digit prompts 0-9 in turn with the default sampler and
+# samplers`) on the three prompts: random digits, the "no label" branch, and digits 0-9 in turn at
 # the default guidance (ldm/prompt.py), with a picture of the denoising chain.
 $(CKPT)/samples_default.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --num-samples $(N) $(COMMON) $(COMPILE_FLAG) --out $@
+	$(LAUNCH) scripts.sample --num-samples $(N) $(COMMON) $(DENOISER) --out $@
 
-$(CKPT)/samples_ddim.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --sampler ddim --num-samples $(N) $(COMMON) $(COMPILE_FLAG) --out $@
+$(CKPT)/samples_nolabel.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
+	$(LAUNCH) scripts.sample --digit none --num-samples $(N) $(COMMON) $(DENOISER) --out $@
 
 $(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --digit all --strip --num-samples $(N) $(COMMON) $(COMPILE_FLAG) \
-		--out $@
+	$(LAUNCH) scripts.sample --digit all --strip --num-samples $(N) $(COMMON) $(DENOISER) --out $@
 
 $(REPORTS)/toy/toy.json: $(VENV)/.installed
 	$(RUN) scripts.toy --seed $(SEED) --out-dir $(REPORTS)/toy
@@ -117,13 +122,16 @@ $(REPORTS)/fid.json: $(CKPT)/classifier.safetensors $(SAMPLES)
 	$(LAUNCH) scripts.evaluate --data-dir $(DATA) --num-images $(N) $(COMMON) --out-dir $(REPORTS) --samples $(SAMPLES)
 
 $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
-	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
+	$(RUN) scripts.bench --data-dir $(DATA) --preset $(PRESET) $(COMMON) $(DENOISER) --out-dir $(REPORTS) --work-dir $(CKPT)/bench
 
 $(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
-	$(RUN) scripts.samplers --data-dir $(DATA) $(COMMON) $(COMPILE_FLAG) --out-dir $(REPORTS)
+	$(RUN) scripts.samplers --data-dir $(DATA) $(COMMON) $(DENOISER) --out-dir $(REPORTS)
+
+$(REPORTS)/guidance.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
+	$(RUN) scripts.guidance --data-dir $(DATA) $(COMMON) $(DENOISER) --out-dir $(REPORTS)
 
 $(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
-	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --out-dir $(REPORTS) \
+	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --precision $(PRECISION) --out-dir $(REPORTS) \
 		--work-dir $(CKPT)/lengths
 
 # Rerun whenever asked: the study reuses every recipe (and every seed's scores) it finished before.

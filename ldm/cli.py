@@ -14,7 +14,7 @@ from .data import default_data_dir
 from .errors import LdmError
 from .outputs import check_writable
 from .presets import Preset, get_preset
-from .runtime import DEVICES, RunContext, resolve_device
+from .runtime import DEVICES, PRECISIONS, RunContext, resolve_device
 
 
 class UsageError(LdmError):
@@ -79,6 +79,13 @@ def add_runtime_args(parser: argparse.ArgumentParser, device: bool = True) -> No
 def add_compile_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet (pays a one-off compilation, about a minute, for faster steps)")
+
+
+def add_precision_arg(parser: argparse.ArgumentParser) -> None:
+    """--precision: the mixed-precision policy while the script runs (launch.run enters it)."""
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="the UNet's forward passes: auto (bf16 on CUDA and on CPUs with native bf16, "
+                             "fp32 elsewhere), fp32 or bf16")
 
 
 def add_training_args(parser: argparse.ArgumentParser, out: str, unit: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from .errors import ConfigError, check_choice
 from .guidance import ConditionalModel, guided_model
 from .runtime import autocast
-from .sampling import Callback, EpsModel, SamplerConfig
+from .sampling import Callback, EpsModel, SamplerConfig, half_log_snr
 from .schedule import BETA_SCHEDULES, NoiseSchedule
 
 PREDICTIONS = ("eps", "v")
@@ -41,7 +41,9 @@ class DiffusionConfig:
     num_timesteps: int = 1000  # T, the length of the chain
     prediction: str = "v"  # what the network outputs: eps or v; v beat ε at equal steps (cosine needs v)
     min_snr_gamma: float | None = None  # min-SNR-γ loss weighting; None: the plain MSE
-    timesteps: str = "uniform"  # which noise levels training draws: one of TIMESTEP_DENSITIES
+    # which noise levels training draws (TIMESTEP_DENSITIES): logit-normal beat uniform at equal
+    # wall-clock on every row of `make recipes` (docs/results.md)
+    timesteps: str = "logit-normal"
     label_dropout: float = 0.5  # fraction of labels replaced by "no label" (class-conditional models only)
 
     def __post_init__(self):
@@ -58,7 +60,7 @@ class DiffusionConfig:
 
 
 def mixed_precision(model: ConditionalModel) -> ConditionalModel:
-    """The denoiser's forward pass under the project's autocast policy (bf16 on CUDA)."""
+    """The denoiser's forward pass under the process's mixed-precision policy (runtime.py)."""
     def forward(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         with autocast(x.device):
             return model(x, t, labels)
@@ -127,19 +129,26 @@ class Diffusion:
         return losses, t
 
     def eps_model(self, model: ConditionalModel, labels: torch.Tensor | None = None, guidance: float = 1.0,
-                  num_classes: int = 0) -> EpsModel:
+                  num_classes: int = 0, guidance_interval: tuple[float, float] | None = None) -> EpsModel:
         """The (x_t, t) -> ε̂ function samplers call: `model` prompted with `labels` at classifier-free
-        guidance `guidance` (guidance.py), a v-prediction turned into ε̂."""
-        guided = guided_model(mixed_precision(model), labels, guidance, num_classes)
+        guidance `guidance` (guidance.py), only at the steps whose half-log-SNR λ lies in
+        `guidance_interval` when one is given, a v-prediction turned into ε̂."""
+        guided_steps = None
+        if guidance_interval is not None and labels is not None:
+            low, high = guidance_interval
+            lam = half_log_snr(self.schedule.alphas_cumprod)
+            guided_steps = ((lam >= low) & (lam <= high)).to(labels.device)
+        guided = guided_model(mixed_precision(model), labels, guidance, num_classes, guided_steps)
         if self.config.prediction == "eps":
             return guided
         return lambda x, t: self.schedule.eps_from_velocity(x, t, guided(x, t))
 
     def sample(self, model: ConditionalModel, shape: tuple[int, ...], sampler: SamplerConfig, *,
                labels: torch.Tensor | None = None, guidance: float = 1.0, num_classes: int = 0,
-               generator: torch.Generator | None = None, device: torch.device | str = "cpu", progress: bool = False,
+               guidance_interval: tuple[float, float] | None = None, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", progress: bool = False,
                callback: Callback | None = None) -> torch.Tensor:
         """Samples of shape [N x ...] from noise with `sampler` (see `eps_model` for the prompt)."""
-        eps = self.eps_model(model, labels, guidance, num_classes)
+        eps = self.eps_model(model, labels, guidance, num_classes, guidance_interval)
         return sampler.run(eps, self.schedule, shape, generator=generator, device=device, progress=progress,
                            callback=callback)

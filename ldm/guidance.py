@@ -5,6 +5,11 @@ an extra "no label" entry, and at sampling time the two predictions are mixed,
     ε̃ = ε(x, ∅) + s·(ε(x, y) - ε(x, ∅)),
 so s = 0 is unconditional, s = 1 plain conditional, s > 1 guided towards y. Any denoiser with
 the signature model(x, t, labels) can be conditioned this way (the UNet, the toy MLP).
+
+Guidance can be limited to an interval of noise levels (Kynkäänniemi et al. 2024,
+arXiv:2404.07724): at high noise it pulls every sample of a class towards the same few shapes
+and costs diversity, at low noise it changes little; outside the interval the step is plainly
+conditional, one forward pass of N.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ def drop_labels(labels: torch.Tensor, num_classes: int, p: float,
     return torch.where(draws < p, torch.full_like(labels, num_classes), labels)
 
 
-def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: float,
-                 num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: float, num_classes: int,
+                 guided_steps: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """An (x, t) -> ε̃ denoiser that samplers can use unchanged.
 
     labels None gives unconditional samples. The conditional and unconditional passes share one
-    batch of 2N so guidance costs one (larger) forward per step. The scale is validated where a
-    prompt is made (prompt.py).
+    batch of 2N so guidance costs one (larger) forward per step. `guided_steps` (bool [T]) limits
+    guidance to the timesteps it marks; the others are conditional. Samplers evaluate one
+    timestep per call, so the first example's decides. The scale is validated where a prompt is
+    made (prompt.py).
     """
     if labels is None or scale == 0:
         return lambda x, t: model(x, t, None)
@@ -43,6 +50,8 @@ def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: fl
     null = torch.full_like(labels, num_classes)
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if guided_steps is not None and not guided_steps[t[0]]:
+            return model(x, t, labels)
         cond, uncond = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
         return uncond + scale * (cond - uncond)
 

@@ -14,6 +14,7 @@ from typing import Callable
 from . import distributed
 from .cli import StageParser, UsageError
 from .errors import ConfigError, LdmError
+from .runtime import precision_policy
 
 
 def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multiprocess: bool = True) -> None:
@@ -41,7 +42,9 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
                 args.no_progress = True
                 sys.stdout = open(os.devnull, "w")
                 warnings.simplefilter("ignore")
-        main(args)
+        # a script's --precision (cli.add_precision_arg) holds while it runs, and no longer
+        with precision_policy(getattr(args, "precision", "auto")):
+            main(args)
         distributed.shutdown(finished=True)
     except ConfigError as e:
         fail(f"{parser.flag_for(e.field)} {e.value}: {e.reason}", 2, shared=True)

@@ -108,11 +108,12 @@ class LatentDiffusion:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def prompt(self, digit: int | str | None = None, guidance: float | None = None) -> Prompt:
+    def prompt(self, digit: int | str | None = None, guidance: float | None = None,
+               guidance_interval: tuple[float, float] | None = None) -> Prompt:
         """The Prompt this model takes (prompt.py): unset `digit` is "any" for a class-conditional
         UNet and "none" for an unconditional one, which refuses any other."""
         try:
-            return Prompt.for_model(digit, guidance, conditional=bool(self.num_classes))
+            return Prompt.for_model(digit, guidance, bool(self.num_classes), guidance_interval)
         except ConfigError:  # a setting, named by its field
             raise
         except LdmError as e:  # this model cannot take the prompt
@@ -132,14 +133,16 @@ class LatentDiffusion:
 
     @torch.no_grad()
     def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
-                       guidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
+                       guidance: float = 1.0, guidance_interval: tuple[float, float] | None = None,
+                       generator: torch.Generator | None = None, progress: bool = False,
                        callback: Callback | None = None) -> torch.Tensor:
         """One batch of scaled latents [N x C x 7 x 7]; `callback(i, t, x_t, x̂_0)` after every step."""
         device = self.device
         return self.diffusion.sample(self.denoiser, (num_images, *self.vae.latent_shape), sampler,
                                      labels=None if labels is None else labels.to(device), guidance=guidance,
-                                     num_classes=self.num_classes, generator=generator, device=device,
-                                     progress=progress, callback=callback).float()
+                                     num_classes=self.num_classes, guidance_interval=guidance_interval,
+                                     generator=generator, device=device, progress=progress,
+                                     callback=callback).float()
 
     @torch.no_grad()
     def sample(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,
@@ -154,23 +157,24 @@ class LatentDiffusion:
 
         def sample_batch(i: int, batch: slice) -> torch.Tensor:
             z = self.sample_latents(batch.stop - batch.start, sampler, labels=None if labels is None else labels[batch],
-                                    guidance=prompt.scale, generator=batch_generator(seed, i),
-                                    progress=progress)
+                                    guidance=prompt.scale, guidance_interval=prompt.guidance_interval,
+                                    generator=batch_generator(seed, i), progress=progress)
             return to_uint8(self.decode(z))
 
         return torch.cat(distributed.map_batches(num_images, batch_size, sample_batch, desc="batches",
                                                  progress=progress))
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
-                 sampler: str = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0,
+                 guidance_interval: tuple[float, float] | None = None, sampler: str = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0,
                  variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0,
                  batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
-        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none" and
-        guidance, the classifier-free guidance scale, as in Prompt; sampler (one of SAMPLERS),
+        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none",
+        guidance, the classifier-free guidance scale, and guidance_interval as in Prompt; sampler (one of SAMPLERS),
         steps, eta, variance and spacing as in SamplerConfig. scripts/sample.py with the same
         settings writes the same images."""
         return self.sample(num_images, SamplerConfig(sampler, steps, eta, variance, spacing),
-                           self.prompt(digit, guidance), seed=seed, batch_size=batch_size, progress=progress)
+                           self.prompt(digit, guidance, guidance_interval), seed=seed, batch_size=batch_size,
+                           progress=progress)
 
     @torch.no_grad()
     def denoising_strip(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,
@@ -182,7 +186,7 @@ class LatentDiffusion:
         predictions = []  # x̂_0 latents of every step; decoded only where kept
         labels = prompt.labels(num_images, seed, self.label_frequencies)
         z = self.sample_latents(num_images, sampler, labels=labels, guidance=prompt.scale,
-                                generator=batch_generator(seed, 0),
+                                guidance_interval=prompt.guidance_interval, generator=batch_generator(seed, 0),
                                 callback=lambda i, t, x, x0: predictions.append(x0))
         keep = np.linspace(0, len(predictions) - 1, columns).round().astype(int)
         frames = [self.decode(predictions[i]) for i in keep] + [self.decode(z)]

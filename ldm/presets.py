@@ -1,8 +1,13 @@
 """Hyper-parameter presets: `cpu` fits `make all` into 45 minutes on 2 cores, `gpu` is for the
 best result on a CUDA GPU, `smoke` is a seconds-long run for tests. `auto` picks by device.
 
-Every value was chosen by measurement (docs/results.md, `make bench`): the diffusion process is
-DiffusionConfig's default (cosine schedule, v-prediction, 50% of labels dropped). The EMA keeps
+Every value was chosen by measurement (docs/results.md, `make bench`, `make recipes`): the
+diffusion process is DiffusionConfig's default (cosine schedule, v-prediction, logit-normal
+timesteps, 50% of labels dropped), and the UNet computes in bf16 where the CPU does natively
+(runtime.autocast_dtypes). Both won `make recipes` at equal wall-clock, together by the most;
+the `cpu` UNet's steps are those that fit `make all` into 45 minutes on a 2-core CPU with native
+bf16 where the fp32 recipe trains 500 latents/s (docs/results.md: a CPU without it computes in
+fp32 and takes longer). The EMA keeps
 k-diffusion's warm-up power 2/3: in `make all` with the same weights and noise, power 0.85 (decay
 0.9991 rather than 0.996 after 4000 steps) scored "no label" DDPM-100 15.97 and DDIM-50 21.50
 against 16.64 and 22.66, but guided 32.54 against 26.46. Label dropout stays at 50%: chosen when
@@ -52,7 +57,7 @@ PRESETS = {
         name="cpu",
         classifier=TrainSettings(steps=800, batch_size=128, lr=1e-3, warmup_steps=50, validate_every=200),
         vae=TrainSettings(steps=1500, batch_size=128, lr=2e-3, warmup_steps=100, validate_every=250),
-        unet=TrainSettings(steps=8000, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=1000),
+        unet=TrainSettings(steps=4500, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000), fid_every=1000, fid_images=1000,

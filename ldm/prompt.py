@@ -1,7 +1,8 @@
 """What images are prompted with: a digit and a classifier-free guidance scale, decided once.
 
 A `Prompt` is parsed, defaulted and validated when it is made, turns itself into the labels of
-a sampling run, and names itself in reports; the pipeline, the scripts, the studies and the
+a sampling run, and names itself in reports; its guidance may be limited to an interval of noise
+levels (guidance.py); the pipeline, the scripts, the studies and the
 samples files all take one rather than a digit and a scale.
 
     digit 0-9   every image prompted with that digit, at PROMPT_GUIDANCE unless told
@@ -35,6 +36,8 @@ USUAL_GUIDANCE_MAX = 20.0
 class Prompt:
     digit: int | str = "any"  # 0-9 or one of DIGIT_PROMPTS; "7" is read as 7
     guidance: float | None = None  # None: 1 for "any", PROMPT_GUIDANCE for digits; always None for "none"
+    # guide only where the half-log-SNR λ = log(α/σ) of a step lies in [low, high]; None: every step
+    guidance_interval: tuple[float, float] | None = None
 
     def __post_init__(self):
         digit = self.digit
@@ -55,12 +58,30 @@ class Prompt:
             warnings.warn(f"guidance {guidance:g} is far above the usual 1-10 (the samples will be saturated); "
                           "a mistake?")
         object.__setattr__(self, "guidance", None if guidance is None else float(guidance))
+        object.__setattr__(self, "guidance_interval", self._checked_interval())
+
+    def _checked_interval(self) -> tuple[float, float] | None:
+        interval = self.guidance_interval
+        if interval is None:
+            return None
+        try:
+            low, high = (float(v) for v in interval)
+        except (TypeError, ValueError):
+            raise ConfigError("guidance_interval", interval, "must be two numbers, low and high") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError("guidance_interval", interval, "must be two finite numbers, low < high")
+        if self.scale == 1:
+            warnings.warn("guidance interval ignored: this prompt is not guided (guidance 1, or the \"no label\" branch)")
+            return None
+        return low, high
 
     @classmethod
-    def for_model(cls, digit: int | str | None, guidance: float | None, conditional: bool) -> "Prompt":
+    def for_model(cls, digit: int | str | None, guidance: float | None, conditional: bool,
+                  guidance_interval: tuple[float, float] | None = None) -> "Prompt":
         """The prompt a model can take: unset `digit` is "any" for a class-conditional model and
         "none" for an unconditional one, which refuses any other."""
-        prompt = cls("any" if digit is None and conditional else "none" if digit is None else digit, guidance)
+        prompt = cls("any" if digit is None and conditional else "none" if digit is None else digit, guidance,
+                     guidance_interval)
         if prompt.digit != "none" and not conditional:
             raise LdmError("this UNet is unconditional; it cannot be prompted with digits")
         return prompt
@@ -87,8 +108,12 @@ class Prompt:
 
     def name(self, conditional: bool = True) -> str:
         """How reports say it: "random digits", "digits 0-9, guidance 1.5", "digit 7, guidance 2",
-        "no label" ("" for an unconditional model, which has no other branch)."""
+        "digit 7, guidance 2 at λ -2..1", "no label" ("" for an unconditional model, which has no
+        other branch)."""
         if self.digit == "none":
             return "no label" if conditional else ""
         prompt = {"all": "digits 0-9", "any": "random digits"}.get(self.digit, f"digit {self.digit}")
-        return prompt + ("" if self.digit == "any" and self.guidance == 1 else f", guidance {self.guidance:g}")
+        if self.digit == "any" and self.guidance == 1:
+            return prompt
+        interval = "" if self.guidance_interval is None else " at λ {:g}..{:g}".format(*self.guidance_interval)
+        return prompt + f", guidance {self.guidance:g}{interval}"

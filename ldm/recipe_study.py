@@ -41,7 +41,7 @@ from .pipeline import LatentDiffusion
 from .plots import new_figure, save_figure
 from .presets import Preset
 from .prompt import PROMPT_GUIDANCE, Prompt
-from .runtime import RunContext, cpu_autocast, native_bf16_cpu
+from .runtime import PRECISIONS, RunContext, native_bf16_cpu, precision_policy
 from .sampling import SamplerConfig
 from .scoring import Scorer, TestSetFID, validation_images
 from .snapshot import snapshot_path
@@ -49,7 +49,6 @@ from .stages import SampleQuality, train_unet
 from .vae import VAE
 from .version import __version__
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 CALIBRATION_STEPS = (10, 40)  # two short runs: their difference is the time of the steps alone
 QUALITY_IMAGES = 1000  # images per FID during training (the curves of the plot)
 ROWS = ("random digits", "no label", "digits 0-9")
@@ -64,7 +63,7 @@ class Recipe:
     unet_model: dict = field(default_factory=dict)  # UNetConfig fields
     training: dict = field(default_factory=dict)  # TrainSettings fields (the budget sets the steps)
     latent_target: str = "sample"  # latents.LATENT_TARGETS
-    precision: str = "fp32"  # "bf16": the denoiser's CPU forward passes (training and sampling) in bf16
+    precision: str = "auto"  # runtime.PRECISIONS, of the denoiser's forward passes in training and sampling
     guidance: float = PROMPT_GUIDANCE  # of the digits 0-9 row
 
     def __post_init__(self):
@@ -77,24 +76,21 @@ class Recipe:
 
 RECIPES = {r.name: r for r in (
     Recipe("baseline", "the preset's recipe"),
-    Recipe("bf16", "bf16 autocast on a CPU that computes bf16 natively", precision="bf16"),
-    Recipe("posterior-mean", "the UNet learns the posterior means μ instead of samples μ + σ·ε",
-           latent_target="mean"),
-    Recipe("logit-normal-t", "timesteps drawn from a logit-normal density (Esser et al. 2024)",
-           diffusion={"timesteps": "logit-normal"}),
+    Recipe("fp32", "full precision where the baseline computes in bf16 (a CPU with native bf16)", precision="fp32"),
+    Recipe("uniform-t", "timesteps drawn uniformly", diffusion={"timesteps": "uniform"}),
     Recipe("log-normal-t", "timesteps drawn from EDM's log-normal density of σ (Karras et al. 2022)",
            diffusion={"timesteps": "log-normal"}),
+    Recipe("posterior-mean", "the UNet learns the posterior means μ instead of samples μ + σ·ε",
+           latent_target="mean"),
     Recipe("min-snr-5", "min-SNR-γ loss weighting, γ = 5 (Hang et al. 2023)", diffusion={"min_snr_gamma": 5.0}),
     Recipe("drop-20", "20% of labels dropped instead of 50%", diffusion={"label_dropout": 0.2}),
-    # the two that won alone, together: do their gains add up?
-    Recipe("bf16+logit-normal-t", "bf16 and logit-normal timesteps together", diffusion={"timesteps": "logit-normal"},
-           precision="bf16"),
 )}
 
 
 def recipe_problem(recipe: Recipe, device: torch.device) -> str | None:
     """Why this machine cannot run `recipe` fairly, or None."""
-    if recipe.precision == "bf16" and device.type == "cpu" and not native_bf16_cpu():
+    if device.type == "cpu" and recipe.precision != "auto" and not native_bf16_cpu():
+        # auto is fp32 here: an fp32 recipe would be the baseline again, a bf16 one emulated
         return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
     return None
 
@@ -133,12 +129,12 @@ class RecipeRun:
             "diffusion": dataclasses.asdict(self.diffusion), "training": dataclasses.asdict(self.training),
             "latents": inputs.cache.info.get("fingerprint")}))
 
-    def autocast(self):
-        return cpu_autocast(PRECISIONS[self.recipe.precision])
+    def precision(self):
+        return precision_policy(self.recipe.precision)
 
     def _train(self, steps: int, run: RunContext, **kwargs):
         settings = dataclasses.replace(self.training, steps=steps, validate_every=max(1, steps // 4))
-        with self.autocast():
+        with self.precision():
             return train_unet(self.cache, self.unet_model, self.diffusion, settings, run, desc=self.recipe.name,
                               **kwargs)
 
@@ -190,7 +186,7 @@ class RecipeRun:
         missing = [seed for seed in seeds if str(seed) not in by_seed]
         if missing:
             pipe = LatentDiffusion.load(self.checkpoint, self.inputs.vae_path, self.run.device)
-            with self.autocast():
+            with self.precision():
                 for seed in missing:
                     by_seed[str(seed)] = score_rows(pipe, self.recipe, scorer, num_images, seed, sampler,
                                                     self.run.progress)

@@ -34,16 +34,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# The one mixed-precision policy: the dtype the denoiser's forward pass runs in, by device type;
-# full precision where none is named (the CPU).
-AUTOCAST_DTYPES = {"cuda": torch.bfloat16}
-
-
-def autocast(device: torch.device):
-    dtype = AUTOCAST_DTYPES.get(device.type)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), by /proc/cpuinfo's flags."""
     try:
@@ -59,22 +49,51 @@ def cpu_class() -> str:
     return torch.backends.cpu.get_cpu_capability() + (" with native bf16" if native_bf16_cpu() else "")
 
 
-def _set_cpu_autocast(dtype: torch.dtype | None) -> None:
-    if dtype is None:
-        AUTOCAST_DTYPES.pop("cpu", None)
-    else:
-        AUTOCAST_DTYPES["cpu"] = dtype
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtypes(precision: str) -> dict[str, torch.dtype]:
+    """The dtype the denoiser's forward pass runs in under `precision`, by device type (full
+    precision where none is named). auto: bf16 on CUDA and on a CPU that computes bf16 natively,
+    where `make recipes` measured about 1.7× fp32's throughput (docs/results.md); full
+    precision on other CPUs, which would emulate bf16 slowly. fp32 and bf16: that everywhere."""
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "fp32":
+        return {}
+    if precision == "bf16" or native_bf16_cpu():
+        return {"cuda": torch.bfloat16, "cpu": torch.bfloat16}
+    return {"cuda": torch.bfloat16}
+
+
+# The process's one mixed-precision policy, read by `autocast`: auto unless a block says
+# otherwise (`precision_policy`; a script's --precision holds while it runs, launch.py).
+AUTOCAST_DTYPES = autocast_dtypes("auto")
+
+
+def _set_policy(dtypes: dict[str, torch.dtype]) -> None:
+    AUTOCAST_DTYPES.clear()
+    AUTOCAST_DTYPES.update(dtypes)
 
 
 @contextlib.contextmanager
-def cpu_autocast(dtype: torch.dtype | None):
-    """Within the block, the denoiser's forward pass on the CPU runs in `dtype` (None: fp32)."""
-    before = AUTOCAST_DTYPES.get("cpu")
-    _set_cpu_autocast(dtype)
+def precision_policy(name: str):
+    """Within the block, the denoiser runs at precision `name` (PRECISIONS); then as before."""
+    before = dict(AUTOCAST_DTYPES)
+    _set_policy(autocast_dtypes(name))
     try:
         yield
     finally:
-        _set_cpu_autocast(before)
+        _set_policy(before)
+
+
+def autocast(device: torch.device):
+    dtype = AUTOCAST_DTYPES.get(device.type)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def precision_name(device: torch.device) -> str:
+    """The precision the denoiser runs in on `device` under the current policy: bf16 or fp32."""
+    return "bf16" if AUTOCAST_DTYPES.get(device.type) == torch.bfloat16 else "fp32"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ prompted with, and how they were made; scripts/evaluate.py scores them. Written 
 and checked on reading like every file that travels between stages.
 
 Tensors: images uint8 [N x 28 x 28]; labels int64 [N] when prompted. Info: sampler (a
-SamplerConfig's fields), digit, guidance (None without labels), conditional, vae_fingerprint
+SamplerConfig's fields), digit, guidance (None without labels), guidance_interval, conditional, vae_fingerprint
 and the run's other settings.
 """
 
@@ -43,7 +43,7 @@ def row_name(sampler: SamplerConfig, prompt: Prompt, conditional: bool) -> str:
 def samples_info(sampler: SamplerConfig, prompt: Prompt, conditional: bool, **settings) -> dict:
     """The info of a samples file: how the images were made, and the run's other `settings`."""
     return {"sampler": dataclasses.asdict(sampler), "digit": prompt.digit, "guidance": prompt.guidance,
-            "conditional": conditional, **settings}
+            "guidance_interval": prompt.guidance_interval, "conditional": conditional, **settings}
 
 
 def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor | None, info: dict,
@@ -68,7 +68,7 @@ def recorded_prompt(info: dict) -> Prompt:
     samples were made, so reading them again stays quiet."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Prompt(info["digit"], info["guidance"])
+        return Prompt(info["digit"], info["guidance"], info.get("guidance_interval"))  # older files: every step
 
 
 def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:

@@ -27,7 +27,7 @@ from .latents import LatentCache
 from .monitor import Check, Monitor
 from .outputs import Outputs
 from .pipeline import LatentDiffusion
-from .runtime import RunContext
+from .runtime import RunContext, precision_name
 from .sampling import SamplerConfig
 from .scoring import TestSetFID
 from .snapshot import Snapshot, run_signature
@@ -208,7 +208,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
         return cache.sample(index), cache.train_labels[index] if num_classes else None
 
     signature = run_signature("diffusion", run.seed, cache.info.get("fingerprint"), training=settings, config=config,
-                              diffusion=diffusion_config, latent_target=cache.target)
+                              diffusion=diffusion_config, latent_target=cache.target,
+                              precision=precision_name(run.device))
     label_frequencies = (torch.bincount(cache.train_labels.cpu(), minlength=num_classes) / len(cache.train_labels)
                          ).tolist() if num_classes else None
     diffusion = Diffusion(diffusion_config)
@@ -227,5 +228,6 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
             "ema_decay": trained.ema_decay,
             "final_loss": trained.logged, "train_seconds": trained.seconds,
             "latents_per_second": trained.steps * settings.batch_size / trained.seconds,
-            "device": str(run.device), "processes": distributed.world().size, "compiled": run.compile}
+            "device": str(run.device), "processes": distributed.world().size, "compiled": run.compile,
+            "precision": precision_name(run.device)}
     return Trained(trained.ema_model, info, raw_model=trained.model)

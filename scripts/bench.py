@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm.bench import BenchInputs, run_bench
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
-                     add_study_dirs, positive_int, prepare, run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
+                     add_runtime_args, add_study_dirs, positive_int, prepare, run_context)
 from ldm.launch import run
 
 
@@ -32,6 +32,7 @@ def parser() -> StageParser:
     add_study_dirs(parser, "bench", "UNets of the training study")
     add_runtime_args(parser)
     add_compile_arg(parser)
+    add_precision_arg(parser)
     return parser
 
 

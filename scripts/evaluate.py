@@ -13,7 +13,7 @@ ratio, and for prompted samples how often the classifier recognises the requeste
 Writes reports/fid.json, reports/fid.md and a PNG grid of each row's first 64 images.
 
     python -m scripts.evaluate --data-dir ../shared/data/mnist \
-        --samples checkpoints/samples_default.safetensors checkpoints/samples_ddim.safetensors
+        --samples checkpoints/samples_default.safetensors checkpoints/samples_nolabel.safetensors
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from ldm import distributed
-from ldm.cli import StageParser, add_checkpoint_args, add_compile_arg, add_runtime_args, positive_int, run_context
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_precision_arg, add_runtime_args,
+                     positive_int, run_context)
 from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.launch import run
@@ -56,6 +57,9 @@ def parser() -> StageParser:
     group.add_argument("--guidance", type=float,
                        help="classifier-free guidance scale: 0 unconditional, 1 conditional, >1 guided "
                             f"(unset: 1 for --digit any, else {PROMPT_GUIDANCE:g})")
+    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
+                            "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
     group = parser.add_argument_group("output")
     group.add_argument("--num-samples", dest="num_images", type=positive_int, default=64, help="images to generate")
     group.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
@@ -67,6 +71,7 @@ def parser() -> StageParser:
                        help="also write <out>_process.png: x̂_0 across the chain for 8 samples, one row each")
     add_runtime_args(parser)
     add_compile_arg(parser)
+    add_precision_arg(parser)
     return parser
 
 
@@ -79,7 +84,7 @@ def main(args) -> None:
     context = run_context(args)
     sampler = SamplerConfig(args.sampler, args.steps, eta=args.eta, variance=args.variance, spacing=args.spacing)
     model = LatentDiffusion.load(args.unet, args.vae, context.device, args.weights, compile=context.compile)
-    prompt = model.prompt(args.digit, args.guidance)
+    prompt = model.prompt(args.digit, args.guidance, args.guidance_interval)
     start = time.time()
     images = model.sample(args.num_images, sampler, prompt, seed=context.seed, batch_size=args.batch_size,
                           progress=context.progress)

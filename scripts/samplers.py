@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_runtime_args, add_study_dirs,
-                     positive_int, seed)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
+                     add_runtime_args, add_study_dirs, positive_int, seed)
 from ldm.data import load_mnist
 from ldm.launch import run
 from ldm.outputs import check_writable
@@ -39,6 +39,7 @@ def parser() -> StageParser:
     add_study_dirs(parser, "samplers")
     add_runtime_args(parser)
     add_compile_arg(parser)
+    add_precision_arg(parser)
     return parser
 
 

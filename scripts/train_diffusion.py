@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_preset_arg, add_runtime_args,
-                     add_training_args, non_negative_int, positive_float, positive_int, prepare, run_context,
-                     with_overrides)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
+                     add_runtime_args, add_training_args, non_negative_int, positive_float, positive_int, prepare,
+                     run_context, with_overrides)
 from ldm.data import load_mnist
 from ldm.diffusion import PREDICTIONS
 from ldm.latents import load_latent_cache
@@ -54,6 +54,7 @@ def parser() -> StageParser:
     add_checkpoint_args(group, "classifier", "vae")
     add_runtime_args(parser)
     add_compile_arg(parser)
+    add_precision_arg(parser)
     return parser
 
 

@@ -7,7 +7,7 @@ the others are trained into --work-dir (a killed run resumes; a finished one is 
 Writes reports/training_length.json, reports/training_length.md and reports/training_length.png
 (FID against training steps). ldm/length_study.py describes the study.
 
-    python -m scripts.training_length --data-dir ../shared/data/mnist          # cpu preset: 2000, 4000, 8000
+    python -m scripts.training_length --data-dir ../shared/data/mnist          # cpu preset: 1125, 2250, 4500
     python -m scripts.training_length --data-dir ../shared/data/mnist --steps 1000 2000 --num-images 2000
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, add_study_dirs,
-                     positive_int, prepare, run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_precision_arg, add_preset_arg,
+                     add_runtime_args, add_study_dirs, positive_int, prepare, run_context)
 from ldm.data import load_mnist
 from ldm.latents import load_latent_cache
 from ldm.launch import run
@@ -39,6 +39,7 @@ def parser() -> StageParser:
     parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per FID")
     add_study_dirs(parser, "training_length", "UNets of the other lengths", work_dir="lengths")
     add_runtime_args(parser)
+    add_precision_arg(parser)
     return parser
 
 

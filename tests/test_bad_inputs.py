@@ -332,6 +332,9 @@ CASES = {
     "infinite guidance": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance", "inf"),
         ["--guidance inf: must be a finite number >= 0"]),
+    "guidance interval upside down": (
+        lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance-interval", 2, -1),
+        ["--guidance-interval [2.0, -1.0]: must be two finite numbers, low < high"]),
     "digit out of range": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 11),
         ["--digit 11: must be a digit 0-9 or one of all, any, none"]),

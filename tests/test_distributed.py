@@ -88,7 +88,7 @@ def test_two_processes_sample_and_score_byte_identically(pipeline, tmp_path):
 
 def test_a_killed_two_process_run_resumes_on_any_number_of_processes(pipeline, tmp_path):
     args = ["-m", "scripts.train_diffusion", "--latents", pipeline["ckpt"] / "latents.safetensors", *SMOKE,
-            "--steps", 150, "--save-every", 20, "--no-progress"]
+            "--steps", 150, "--save-every", 20, "--no-progress", "--precision", "fp32"]  # compared at fp32 rounding
     out, state = tmp_path / "killed.safetensors", tmp_path / "killed.state.safetensors"
     job = torchrun(*args, "--out", out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

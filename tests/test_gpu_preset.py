@@ -22,7 +22,7 @@ def two_steps(settings):
     return dataclasses.replace(settings, steps=2, batch_size=8)
 
 
-def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path, monkeypatch):
+def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path):
     gpu = PRESETS["gpu"]
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8, generator=generator)
@@ -34,8 +34,9 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path, monkeypatch)
     assert vae.config == gpu.vae_model
     cache = LatentCache.encode(vae, vae_ckpt.fingerprint, (images, labels), (images[:8], labels[:8]), RUN.device, {})
 
-    monkeypatch.setitem(runtime.AUTOCAST_DTYPES, "cpu", torch.bfloat16)  # what CUDA runs
-    unet = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), RUN)
+    with runtime.precision_policy("bf16"):  # what CUDA runs
+        unet = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), RUN)
+    assert unet.info["precision"] == "bf16"
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in unet.raw_model.parameters())  # fp32
     assert torch.isfinite(torch.tensor(unet.info["final_loss"]["loss"]))
     # after two steps the zero-initialised output layers are still near zero, and any precision
@@ -54,9 +55,9 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path, monkeypatch)
         return vae.decode(z.float() / cache.scale_factor)
 
     with torch.no_grad():
-        bf16 = sample()
+        with runtime.precision_policy("bf16"):
+            bf16 = sample()
         assert dtypes == {torch.bfloat16}
-        monkeypatch.delitem(runtime.AUTOCAST_DTYPES, "cpu")
         dtypes.clear()
         fp32, other_noise = sample(), sample(seed=1)
         assert dtypes == {torch.float32}

@@ -132,7 +132,7 @@ def test_sampling_with_the_same_seed_is_byte_identical(pipeline, tmp_path):
     assert a.numpy().tobytes() == b.numpy().tobytes()
 
 
-def test_the_python_api_gives_what_the_script_wrote(pipeline, tmp_path):
+def test_the_python_api_gives_what_the_script_wrote(pipeline, tmp_path, default_precision):
     """LatentDiffusion.from_pretrained + pipe(...) asked what `make sample` was asked for the digits
     file (every sampling default left to both doors) reproduces its images byte for byte."""
     pipe = LatentDiffusion.from_pretrained(pipeline["ckpt"], device="cpu")
@@ -265,7 +265,7 @@ def test_dpm_solver_samples_prompted_and_guided(pipeline, tmp_path):
 
 
 @pytest.mark.slow
-def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path):
+def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path, default_precision):
     ckpt = pipeline["ckpt"]
     run_script("samplers", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
                *pipeline["models"], *CPU, "--num-images", 16, "--seeds", 0, 1, "--nfe", 2, 50, "--out-dir", tmp_path)
@@ -285,7 +285,25 @@ def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path)
 
 
 @pytest.mark.slow
-def test_length_study_reuses_the_stage_unet_and_trains_the_other_lengths(pipeline, tmp_path):
+def test_guidance_study_scores_every_setting_and_chooses_among_the_recognisable(pipeline, tmp_path, default_precision):
+    ckpt = pipeline["ckpt"]
+    run_script("guidance", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
+               *pipeline["models"], *CPU, "--num-images", 20, "--seeds", 0, 1,
+               "--scales", 2, "--interval", -2, 2, "--out-dir", tmp_path)
+    report = json.loads((tmp_path / "guidance.json").read_text())
+    assert [(r["guidance"], r["interval"]) for r in report["rows"]] == [(1.0, None), (2.0, None), (2.0, [-2.0, 2.0])]
+    # each cell is what the pipeline samples with that prompt and seed, scored independently here
+    fid, pipe = fid_of_test_set(pipeline), LatentDiffusion.from_pretrained(ckpt, device="cpu")
+    for seed in (0, 1):
+        images = pipe(20, digit="all", guidance=2.0, guidance_interval=(-2, 2), seed=seed)
+        assert report["rows"][2]["fids"][seed] == pytest.approx(fid(images), rel=1e-9)
+    recognisable = [r for r in report["rows"] if min(r["recognised"]) >= 0.99]
+    assert report["chosen"] == (min(recognisable, key=lambda r: r["fid_mean"]) if recognisable else None)
+    assert (tmp_path / "guidance.png").stat().st_size > 0 and "λ -2..2" in (tmp_path / "guidance.md").read_text()
+
+
+@pytest.mark.slow
+def test_length_study_reuses_the_stage_unet_and_trains_the_other_lengths(pipeline, tmp_path, default_precision):
     ckpt = pipeline["ckpt"]
     args = ["--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors", *pipeline["models"],
             "--latents", ckpt / "latents.safetensors", *SMOKE, "--num-images", 16, "--out-dir", tmp_path,

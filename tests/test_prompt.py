@@ -49,9 +49,26 @@ def test_an_unusual_or_ignored_guidance_is_one_warning():
 
 def test_a_prompt_names_itself():
     assert [Prompt("any").name(), Prompt("any", 2).name(), Prompt("all").name(), Prompt(7, 2).name(),
-            Prompt("none").name(), Prompt("none").name(conditional=False)] == [
+            Prompt(7, 2, (-2, 1.5)).name(), Prompt("none").name(), Prompt("none").name(conditional=False)] == [
         "random digits", "random digits, guidance 2", f"digits 0-9, guidance {PROMPT_GUIDANCE:g}",
-        "digit 7, guidance 2", "no label", ""]
+        "digit 7, guidance 2", "digit 7, guidance 2 at λ -2..1.5", "no label", ""]
+
+
+@pytest.mark.parametrize("interval", [(1.0,), (1.0, 2.0, 3.0), (2.0, 1.0), (1.0, 1.0), (0.0, float("inf")),
+                                      ("a", 1.0), 3.0])
+def test_a_guidance_interval_must_be_two_finite_increasing_numbers(interval):
+    with pytest.raises(ConfigError) as error:
+        Prompt(3, 2.0, interval)
+    assert error.value.field == "guidance_interval"
+
+
+def test_a_guidance_interval_of_an_unguided_prompt_is_one_warning_and_dropped():
+    assert Prompt(3, 2.0, [-1, 2]).guidance_interval == (-1.0, 2.0)
+    for digit, guidance in (("any", None), (3, 1.0), ("none", None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert Prompt(digit, guidance, (-1, 2)).guidance_interval is None
+        assert [str(w.message).split(":")[0] for w in caught] == ["guidance interval ignored"]
 
 
 def test_a_prompt_turns_into_labels():
@@ -105,3 +122,15 @@ def test_reading_samples_of_an_unusual_scale_is_quiet(tmp_path):
         warnings.simplefilter("always")
         samples = load_samples(tmp_path / "s.safetensors")
     assert caught == [] and samples.name == "DPM++2M-10, digit 3, guidance 25"
+
+
+def test_a_guidance_interval_travels_with_the_samples(tmp_path):
+    prompt = Prompt("all", 2.0, (-2.0, 1.0))
+    info = samples_info(SamplerConfig(), prompt, True, vae_fingerprint="v")
+    save_samples(tmp_path / "s.safetensors", torch.zeros(10, 28, 28, dtype=torch.uint8), prompt.labels(10, 0, None),
+                 info)
+    assert load_samples(tmp_path / "s.safetensors").name == "DPM++2M-10, digits 0-9, guidance 2 at λ -2..1"
+    pipe, sampler = tiny_pipeline(), SamplerConfig("ddim", 3)
+    guided = pipe.sample(4, sampler, prompt)
+    assert not torch.equal(guided, pipe.sample(4, sampler, Prompt("all", 2.0)))
+    assert torch.equal(guided, pipe(4, digit="all", guidance=2.0, guidance_interval=(-2, 1), sampler="ddim", steps=3))

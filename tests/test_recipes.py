@@ -50,18 +50,32 @@ def test_a_mean_target_gives_scaled_posterior_means_of_unit_variance():
         cache.with_target("mode")
 
 
-def test_cpu_autocast_runs_the_denoiser_in_bf16_inside_the_block_only():
+def test_a_precision_policy_holds_inside_its_block_only():
     model = lambda x, t, labels: torch.nn.functional.linear(x, torch.eye(x.shape[-1]))
     x, t = torch.randn(3, 4), torch.zeros(3, dtype=torch.long)
-    with runtime.cpu_autocast(torch.bfloat16):
+    with runtime.precision_policy("bf16"):
         assert mixed_precision(model)(x, t, None).dtype == torch.bfloat16
-    assert mixed_precision(model)(x, t, None).dtype == torch.float32
-    assert "cpu" not in runtime.AUTOCAST_DTYPES
+        assert runtime.precision_name(torch.device("cpu")) == "bf16"
+    assert mixed_precision(model)(x, t, None).dtype == torch.float32  # conftest: the suite runs fp32
+    assert runtime.precision_name(torch.device("cpu")) == "fp32"
 
 
-def test_bf16_is_not_run_on_a_cpu_without_native_bf16(monkeypatch):
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "native_bf16_cpu", lambda: native)
+        dtypes = runtime.autocast_dtypes("auto")
+        assert dtypes.get("cpu") == (torch.bfloat16 if native else None)
+        assert dtypes["cuda"] == torch.bfloat16
+        assert runtime.autocast_dtypes("bf16") == {"cpu": torch.bfloat16, "cuda": torch.bfloat16}
+        assert runtime.autocast_dtypes("fp32") == {}
+    with pytest.raises(ConfigError, match="precision"):
+        runtime.autocast_dtypes("fp16")
+
+
+def test_an_explicit_precision_is_not_run_on_a_cpu_without_native_bf16(monkeypatch):
     monkeypatch.setattr(recipe_study, "native_bf16_cpu", lambda: False)
-    assert "native bf16" in recipe_problem(RECIPES["bf16"], torch.device("cpu"))
+    assert "native bf16" in recipe_problem(Recipe("x", "y", precision="bf16"), torch.device("cpu"))
+    assert "native bf16" in recipe_problem(Recipe("x", "y", precision="fp32"), torch.device("cpu"))
     assert recipe_problem(RECIPES["baseline"], torch.device("cpu")) is None
     with pytest.raises(ConfigError, match="precision"):
         Recipe("x", "y", precision="fp8")
@@ -101,7 +115,7 @@ def test_a_bad_study_option_is_one_line_before_any_work(tmp_path, flags, named):
 
 
 @pytest.mark.slow
-def test_the_study_trains_each_recipe_once_and_scores_it_from_shared_noise(pipeline, tmp_path):
+def test_the_study_trains_each_recipe_once_and_scores_it_from_shared_noise(pipeline, tmp_path, default_precision):
     ckpt = pipeline["ckpt"]
     args = ["--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
             "--vae", ckpt / "vae.safetensors", "--latents", ckpt / "latents.safetensors", *SMOKE,

@@ -23,7 +23,7 @@ from .distributed import describe_device
 from .outputs import Outputs, write_study
 from .pipeline import LatentDiffusion
 from .plots import new_figure, save_figure
-from .prompt import Prompt
+from .prompt import Prompt, interval_name
 from .sampling import SamplerConfig
 from .scoring import Scorer
 from .version import __version__
@@ -74,6 +74,11 @@ def choose(rows: list[dict]) -> dict | None:
     return min(good, key=lambda r: r["fid_mean"]) if good else None
 
 
+def interval_label(interval) -> str:
+    """A row's interval as tables and legends write it: "every step" or "λ -2..2"."""
+    return "every step" if interval is None else interval_name(interval)
+
+
 def guidance_markdown(report: dict) -> str:
     seeds = ", ".join(map(str, report["seeds"]))
     lines = ["# Guidance at matched recognition", "",
@@ -84,8 +89,7 @@ def guidance_markdown(report: dict) -> str:
              "interval.", "",
              "| guidance | interval | FID | per seed | recall | recognised | images/s |", "|---:|---|---:|---|---:|---|---:|"]
     for r in report["rows"]:
-        interval = "every step" if r["interval"] is None else "λ {:g}..{:g}".format(*r["interval"])
-        lines.append(f"| {r['guidance']:g} | {interval} | {r['fid_mean']:.3f} | "
+        lines.append(f"| {r['guidance']:g} | {interval_label(r['interval'])} | {r['fid_mean']:.3f} | "
                      f"{' / '.join(f'{f:.3f}' for f in r['fids'])} | {r['recall_mean']:.3f} | "
                      f"{min(r['recognised']):.1%}-{max(r['recognised']):.1%} | {r['images_per_second']:.1f} |")
     chosen = report["chosen"]
@@ -98,9 +102,8 @@ def guidance_markdown(report: dict) -> str:
 def plot_guidance(report: dict, path: str | os.PathLike, outputs: Outputs | None = None) -> None:
     """FID against recognition, one line per interval through its scales."""
     fig, ax = new_figure()
-    for interval in dict.fromkeys(None if r["interval"] is None else tuple(r["interval"]) for r in report["rows"]):
-        rows = [r for r in report["rows"] if (None if r["interval"] is None else tuple(r["interval"])) == interval]
-        label = "every step" if interval is None else "λ {:g}..{:g}".format(*interval)
+    for label in dict.fromkeys(interval_label(r["interval"]) for r in report["rows"]):
+        rows = [r for r in report["rows"] if interval_label(r["interval"]) == label]
         ax.plot([100 * np.mean(r["recognised"]) for r in rows], [r["fid_mean"] for r in rows], marker="o", label=label)
         for r in rows:
             ax.annotate(f"{r['guidance']:g}", (100 * np.mean(r["recognised"]), r["fid_mean"]), fontsize=7)

@@ -32,6 +32,11 @@ PROMPT_GUIDANCE = 1.5
 USUAL_GUIDANCE_MAX = 20.0
 
 
+def interval_name(interval) -> str:
+    """How reports write a guidance interval (low, high): "λ -2..2"."""
+    return "λ {:g}..{:g}".format(*interval)
+
+
 @dataclass(frozen=True)
 class Prompt:
     digit: int | str = "any"  # 0-9 or one of DIGIT_PROMPTS; "7" is read as 7
@@ -115,5 +120,5 @@ class Prompt:
         prompt = {"all": "digits 0-9", "any": "random digits"}.get(self.digit, f"digit {self.digit}")
         if self.digit == "any" and self.guidance == 1:
             return prompt
-        interval = "" if self.guidance_interval is None else " at λ {:g}..{:g}".format(*self.guidance_interval)
+        interval = "" if self.guidance_interval is None else f" at {interval_name(self.guidance_interval)}"
         return prompt + f", guidance {self.guidance:g}{interval}"

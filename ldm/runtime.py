@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import re
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache  # asked at every policy change; the CPU does not change under a process
 def native_bf16_cpu() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), by /proc/cpuinfo's flags."""
     try:

@@ -103,7 +103,7 @@ $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safeten
 	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) --out $@ \
 		--data-dir $(DATA) --classifier $(CKPT)/classifier.safetensors --vae $(CKPT)/vae.safetensors $(call CURVES,unet)
 
-# The default sampler (ldm/sampling.py: DEFAULT_SAMPLER at its default steps, chosen by `make
+# The default sampler of each branch (ldm/sampling.py: SamplerConfig.for_branch, chosen by `make
 # samplers`) on the three prompts: random digits, the "no label" branch, and digits 0-9 in turn at
 # the default guidance (ldm/prompt.py), with a picture of the denoising chain.
 $(CKPT)/samples_default.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt

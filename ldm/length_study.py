@@ -71,7 +71,7 @@ def trained_unet(preset: Preset, cache: LatentCache, steps: int, run: RunContext
 
 def run_length_study(preset: Preset, cache: LatentCache, fid: TestSetFID, train_images: torch.Tensor,
                      run: RunContext, *, lengths: list[int], unet_path: str | os.PathLike, vae_path: str | os.PathLike,
-                     work_dir: str | os.PathLike, num_images: int, sampler: SamplerConfig) -> dict:
+                     work_dir: str | os.PathLike, num_images: int) -> dict:
     """One row per training length; return the report."""
     work_dir, seed = Path(work_dir), run.seed
     floor = fid(validation_images(train_images, num_images, torch.Generator().manual_seed(seed)))
@@ -83,11 +83,12 @@ def run_length_study(preset: Preset, cache: LatentCache, fid: TestSetFID, train_
         row = {"steps": steps, "checkpoint": str(path), "train_seconds": training["train_seconds"],
                "final_loss": training["final_loss"]["loss"]}
         for name, prompt in PROMPTS.items():
-            row[name] = fid(model.sample(num_images, sampler, prompt, seed=seed, progress=run.progress))
+            row[name] = fid(model.sample(num_images, SamplerConfig.for_branch(prompt.unconditional), prompt, seed=seed,
+                                         progress=run.progress))
         rows.append(row)
         print(f"{steps:>6} steps ({row['train_seconds'] / 60:.1f} min): FID random digits "
               f"{row['random digits']:.3f}, no label {row['no label']:.3f}", flush=True)
-    return {"rows": rows, "floor": floor, "sampler": sampler.label, "num_images": num_images, "seed": seed,
+    return {"rows": rows, "floor": floor, "sampler": SamplerConfig.defaults_label(), "num_images": num_images, "seed": seed,
             "preset": preset.name, "batch_size": preset.unet.batch_size, "device": describe_device(run.device),
             "torch_version": torch.__version__, "ldm_version": __version__}
 

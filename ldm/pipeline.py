@@ -22,7 +22,7 @@ from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
 from .latents import scale_factor_problem
 from .prompt import Prompt
 from .runtime import resolve_device
-from .sampling import DEFAULT_SAMPLER, Callback, SamplerConfig
+from .sampling import Callback, SamplerConfig
 from .unet import UNet
 from .vae import VAE
 
@@ -165,16 +165,17 @@ class LatentDiffusion:
                                                  progress=progress))
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
-                 guidance_interval: tuple[float, float] | None = None, sampler: str = DEFAULT_SAMPLER, steps: int | None = None, eta: float = 0.0,
-                 variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0,
+                 guidance_interval: tuple[float, float] | None = None, sampler: str | None = None,
+                 steps: int | None = None, eta: float | None = None, variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0,
                  batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
         """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none",
         guidance, the classifier-free guidance scale, and guidance_interval as in Prompt; sampler (one of SAMPLERS),
-        steps, eta, variance and spacing as in SamplerConfig. scripts/sample.py with the same
-        settings writes the same images."""
-        return self.sample(num_images, SamplerConfig(sampler, steps, eta, variance, spacing),
-                           self.prompt(digit, guidance, guidance_interval), seed=seed, batch_size=batch_size,
-                           progress=progress)
+        steps, eta, variance and spacing as in SamplerConfig, unset ones the defaults of the branch sampled
+        (SamplerConfig.for_branch). scripts/sample.py with the same settings writes the same images."""
+        prompt = self.prompt(digit, guidance, guidance_interval)
+        return self.sample(num_images, SamplerConfig.for_branch(prompt.unconditional, sampler, steps, eta, variance,
+                                                                spacing),
+                           prompt, seed=seed, batch_size=batch_size, progress=progress)
 
     @torch.no_grad()
     def denoising_strip(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,

@@ -40,7 +40,7 @@ from .outputs import Outputs, write_study, write_text_atomic
 from .pipeline import LatentDiffusion
 from .plots import new_figure, save_figure
 from .presets import Preset
-from .prompt import PROMPT_GUIDANCE, Prompt
+from .prompt import Prompt
 from .runtime import PRECISIONS, RunContext, native_bf16_cpu, precision_policy
 from .sampling import SamplerConfig
 from .scoring import Scorer, TestSetFID, validation_images
@@ -64,7 +64,7 @@ class Recipe:
     training: dict = field(default_factory=dict)  # TrainSettings fields (the budget sets the steps)
     latent_target: str = "sample"  # latents.LATENT_TARGETS
     precision: str = "auto"  # runtime.PRECISIONS, of the denoiser's forward passes in training and sampling
-    guidance: float = PROMPT_GUIDANCE  # of the digits 0-9 row
+    guidance: float | None = None  # of the digits 0-9 row; None: the prompt's default (prompt.py)
 
     def __post_init__(self):
         check_choice("precision", self.precision, PRECISIONS)
@@ -177,10 +177,9 @@ class RecipeRun:
         trained.save(self.checkpoint)
         return load_checkpoint(self.checkpoint, "unet")
 
-    def scores(self, ckpt: Checkpoint, scorer: Scorer, num_images: int, seeds: list[int],
-               sampler: SamplerConfig) -> dict:
+    def scores(self, ckpt: Checkpoint, scorer: Scorer, num_images: int, seeds: list[int]) -> dict:
         """{seed: {row: scores}} of the trained checkpoint `ckpt`; seeds already scored are read back."""
-        key = {"checkpoint": ckpt.fingerprint, "num_images": num_images, "sampler": sampler.label}
+        key = {"checkpoint": ckpt.fingerprint, "num_images": num_images, "sampler": SamplerConfig.defaults_label()}
         stored = json.loads(self.scores_path.read_text()) if self.scores_path.is_file() else {}
         by_seed = stored.get("seeds", {}) if stored.get("key") == key else {}
         missing = [seed for seed in seeds if str(seed) not in by_seed]
@@ -188,17 +187,18 @@ class RecipeRun:
             pipe = LatentDiffusion.load(self.checkpoint, self.inputs.vae_path, self.run.device)
             with self.precision():
                 for seed in missing:
-                    by_seed[str(seed)] = score_rows(pipe, self.recipe, scorer, num_images, seed, sampler,
-                                                    self.run.progress)
+                    by_seed[str(seed)] = score_rows(pipe, self.recipe, scorer, num_images, seed, self.run.progress)
                     write_text_atomic(self.scores_path, json.dumps({"key": key, "seeds": by_seed}, indent=2) + "\n")
         return {seed: by_seed[str(seed)] for seed in seeds}
 
 
 def score_rows(pipe: LatentDiffusion, recipe: Recipe, scorer: Scorer, num_images: int, seed: int,
-               sampler: SamplerConfig, progress: bool) -> dict:
+               progress: bool) -> dict:
+    """Each row sampled with the default sampler of its branch."""
     rows = {}
     for row, prompt in recipe.prompts().items():
-        images = pipe.sample(num_images, sampler, prompt, seed=seed, progress=progress)
+        images = pipe.sample(num_images, SamplerConfig.for_branch(prompt.unconditional), prompt, seed=seed,
+                             progress=progress)
         labels = prompt.labels(num_images, seed, pipe.label_frequencies) if prompt.digit == "all" else None
         scores = scorer(images, labels=labels)
         rows[row] = {k: scores[k] for k in ("fid", "precision", "recall", "recognised") if k in scores}
@@ -206,8 +206,7 @@ def score_rows(pipe: LatentDiffusion, recipe: Recipe, scorer: Scorer, num_images
 
 
 def run_recipe_study(inputs: StudyInputs, run: RunContext, *, recipes: list[str], budget_seconds: float,
-                     work_dir: str | os.PathLike, num_images: int, seeds: list[int],
-                     sampler: SamplerConfig) -> dict:
+                     work_dir: str | os.PathLike, num_images: int, seeds: list[int]) -> dict:
     """Train (or reuse) and score every recipe; return the report. The baseline always runs first."""
     unknown = [name for name in recipes if name not in RECIPES]
     if unknown:
@@ -229,7 +228,7 @@ def run_recipe_study(inputs: StudyInputs, run: RunContext, *, recipes: list[str]
         recipe_run = RecipeRun(recipe, inputs, run, budget_seconds, work_dir)
         ckpt = recipe_run.trained(fid)
         info = ckpt.info
-        scores = recipe_run.scores(ckpt, scorer, num_images, seeds, sampler)
+        scores = recipe_run.scores(ckpt, scorer, num_images, seeds)
         log = read_log(recipe_run.log_path) if recipe_run.log_path.is_file() else []
         report_rows.append({
             "recipe": name, "change": recipe.change, "steps": info["training"]["steps"],
@@ -240,7 +239,7 @@ def run_recipe_study(inputs: StudyInputs, run: RunContext, *, recipes: list[str]
         summary = ", ".join(f"{row} {mean_over_seeds(report_rows[-1], row):.3f}" for row in ROWS)
         print(f"{name}: {info['training']['steps']} steps, {summary}", flush=True)
     return {"rows": report_rows, "skipped": skipped, "floor": floor, "budget_seconds": budget_seconds,
-            "num_images": num_images, "seeds": seeds, "sampler": sampler.label, "preset": inputs.preset.name,
+            "num_images": num_images, "seeds": seeds, "sampler": SamplerConfig.defaults_label(), "preset": inputs.preset.name,
             "device": describe_device(run.device), "torch_version": torch.__version__, "ldm_version": __version__}
 
 

@@ -1,6 +1,6 @@
 """Samplers: ancestral DDPM (σ² = β or β̃, optionally on fewer steps), DDIM (any η, any steps),
-DPM-Solver++(2M) (the second-order multistep ODE solver), and annealed Langevin dynamics with the
-score the same ε-model implies.
+DPM-Solver++(2M) (the second-order multistep solver of the ODE, or with η > 0 of the reverse SDE),
+and annealed Langevin dynamics with the score the same ε-model implies.
 
 DDPM, DDIM and DPM-Solver++ walk a decreasing sequence of kept timesteps t > s, spaced evenly in
 t or in log-SNR, and use the model's x̂_0 at each step, so that the same code serves the full
@@ -31,11 +31,16 @@ SAMPLERS = ("ddpm", "ddim", "dpm++2m", "langevin")
 # `make samplers` (docs/results.md): DPM-Solver++(2M) at 10 steps in log-SNR is the cheapest
 # setting whose mean FID is within one seed-to-seed standard deviation of DDIM-50's
 DEFAULT_SAMPLER = "dpm++2m"
+ETA_SAMPLERS = ("ddim", "dpm++2m")  # those with a noise scale η
 VARIANCES = ("beta_tilde", "beta")
 SPACINGS = ("time", "logsnr")
 # Steps when none are asked for: DDPM's full chain of the usual T = 1000, DDIM's 50 (no gain
 # beyond, docs/results.md), DPM-Solver++'s 10 (`make samplers`), 100 Langevin noise levels.
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++2m": 10, "langevin": 100}
+# The "no label" branch (the unconditional model) runs the default sampler stochastically, with the
+# steps that needs: `make samplers` (docs/results.md) found its probability-flow ODE converging to a
+# far worse FID than its reverse SDE, where the conditional branch is best served by the ODE.
+UNCONDITIONAL_DEFAULTS = {"dpm++2m": {"steps": 20, "eta": 1.0}}
 # DPM-Solver++ steps in log-SNR, its own variable: there it beats DDIM on Gaussian data
 # (tests/test_sampling.py) and on MNIST from 10 steps on (in time it wins only at 5)
 DEFAULT_SPACING = {"dpm++2m": "logsnr"}
@@ -149,8 +154,9 @@ def _ddim_step(x0, eps, alpha_bar_s: float, sigma: float = 0.0, noise=None):
 
 
 def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
-                         spacing: str = DEFAULT_SPACING["dpm++2m"], order: int = 2, generator: torch.Generator | None = None,
-                         device="cpu", progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+                         spacing: str = DEFAULT_SPACING["dpm++2m"], order: int = 2, eta: float = 0.0,
+                         generator: torch.Generator | None = None, device="cpu", progress: bool = False,
+                         callback: Callback | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), Algorithm 2 of Lu et al. 2022 (arXiv:2211.01095): the probability-flow
     ODE solved in data prediction, second-order multistep in λ = log(α/σ) (α = √ᾱ, σ = √(1-ᾱ)).
     From t to s, with h = λ_s - λ_t and r = h_prev / h (h_prev: the previous step's h),
@@ -159,12 +165,20 @@ def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[
     and only the first-order step is defined (the paper's "lower order final"). That update is
     DDIM's (η = 0) with x̂_0 replaced by D and ε by the noise D implies, (x_t - α_t D)/σ_t; with
     D = x̂_0 it is DDIM's step itself, so the first-order solver (`order` 1) is DDIM to the last
-    bit. One model evaluation per step, like DDIM."""
+    bit. One model evaluation per step, like DDIM.
+
+    `eta` > 0 mixes in the reverse SDE: the same DDIM step with fresh noise of standard deviation
+        c = σ_s √(1 - e^(-2ηh)),   i.e.   x_s = (σ_s/σ_t) e^(-ηh) x_t + α_s (1 - e^(-(1+η)h)) D + c z,
+    which keeps every marginal for any η in [0, 1]. At η = 1 it is SDE-DPM-Solver++(2M) (appendix
+    of 2211.01095), the ancestral DDPM step (c² = β̃) with x̂_0 replaced by D; its noise corrects
+    errors of earlier steps that the ODE carries to the end."""
     history: dict[str, object] = {}  # x̂_0 and h of the step before
 
     def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
-        if alpha_bar_s < 1.0 and order == 2:
-            h = half_log_snr(alpha_bar_s) - half_log_snr(alpha_bar_t)
+        if alpha_bar_s == 1.0:  # the last step, to σ = 0: first order, no noise
+            return _ddim_step(x0, eps, alpha_bar_s)
+        h = half_log_snr(alpha_bar_s) - half_log_snr(alpha_bar_t)
+        if order == 2:
             if history:
                 half_over_r = 0.5 * h / history["h"]
                 d = (1 + half_over_r) * x0 - half_over_r * history["x0"]
@@ -172,7 +186,10 @@ def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[
                 x0, eps = d, (x - alpha_bar_t ** 0.5 * d) / (1 - alpha_bar_t) ** 0.5
             else:
                 history.update(x0=x0, h=h)
-        return _ddim_step(x0, eps, alpha_bar_s)
+        if eta == 0:
+            return _ddim_step(x0, eps, alpha_bar_s)
+        sigma = ((1 - alpha_bar_s) * -np.expm1(-2 * eta * h)) ** 0.5
+        return _ddim_step(x0, eps, alpha_bar_s, sigma, noise)
 
     return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
                         device, progress, callback)
@@ -213,7 +230,7 @@ class SamplerConfig:
     """A sampler and its settings, validated here once; `label` is how reports name it."""
     sampler: str = DEFAULT_SAMPLER  # one of SAMPLERS
     steps: int | None = None  # denoising steps = model evaluations (Langevin: noise levels); None: DEFAULT_STEPS
-    eta: float = 0.0  # DDIM's noise scale: 0 deterministic, 1 the DDPM posterior step
+    eta: float = 0.0  # DDIM's and DPM-Solver++'s noise scale: 0 deterministic (ODE), 1 the reverse SDE (DDPM's step)
     variance: str = "beta_tilde"  # DDPM's step variance: the posterior's β̃, or β
     spacing: str | None = None  # steps evenly spaced in "time" or in "logsnr"; None: DEFAULT_SPACING
 
@@ -225,8 +242,22 @@ class SamplerConfig:
         check_choice("spacing", self.spacing, SPACINGS)
         if self.steps is None:
             object.__setattr__(self, "steps", DEFAULT_STEPS[self.sampler])
-        if not 0 <= self.eta <= 1:  # σ = η·√β̃ must stay below the step's own noise, √(1 - ᾱ_s)
+        if not 0 <= self.eta <= 1:  # the added noise must stay below the step's own, √(1 - ᾱ_s)
             raise ConfigError("eta", self.eta, "must be in [0, 1] (0 deterministic, 1 = DDPM)")
+        if self.eta and self.sampler not in ETA_SAMPLERS:
+            raise ConfigError("eta", self.eta, f"only {' and '.join(ETA_SAMPLERS)} have a noise scale η, "
+                                               f"not {self.sampler}")
+
+    @classmethod
+    def for_branch(cls, unconditional: bool, sampler: str | None = None, steps: int | None = None,
+                   eta: float | None = None, variance: str = "beta_tilde", spacing: str | None = None) -> "SamplerConfig":
+        """The sampler a request gets: unset `sampler` is DEFAULT_SAMPLER, and its unset steps and η
+        are those of the branch sampled (UNCONDITIONAL_DEFAULTS on the "no label" branch, else
+        DEFAULT_STEPS and η = 0)."""
+        sampler = DEFAULT_SAMPLER if sampler is None else sampler
+        defaults = UNCONDITIONAL_DEFAULTS.get(sampler, {}) if unconditional else {}
+        return cls(sampler, defaults.get("steps") if steps is None else steps,
+                   defaults.get("eta", 0.0) if eta is None else eta, variance, spacing)
 
     @property
     def label(self) -> str:
@@ -240,8 +271,14 @@ class SamplerConfig:
         if self.sampler == "ddim":
             return f"DDIM-{self.steps}" + (f" η={self.eta:g}" if self.eta else "") + spacing
         if self.sampler == "dpm++2m":
-            return f"DPM++2M-{self.steps}" + spacing
+            return f"DPM++2M-{self.steps}" + (f" η={self.eta:g}" if self.eta else "") + spacing
         return f"Langevin-{self.steps}"
+
+    @staticmethod
+    def defaults_label() -> str:
+        """How reports name the default sampler of both branches: "DPM++2M-10 (no label:
+        DPM++2M-20 η=1)"."""
+        return f"{SamplerConfig.for_branch(False).label} (no label: {SamplerConfig.for_branch(True).label})"
 
     def run(self, model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], **kwargs) -> torch.Tensor:
         """Samples [shape] from `model`; kwargs: generator, device, progress, callback."""
@@ -251,5 +288,6 @@ class SamplerConfig:
         if self.sampler == "ddim":
             return ddim_sample(model, schedule, shape, steps=self.steps, eta=self.eta, spacing=self.spacing, **kwargs)
         if self.sampler == "dpm++2m":
-            return dpm_solver_2m_sample(model, schedule, shape, steps=self.steps, spacing=self.spacing, **kwargs)
+            return dpm_solver_2m_sample(model, schedule, shape, steps=self.steps, spacing=self.spacing, eta=self.eta,
+                                        **kwargs)
         return langevin_sample(model, schedule, shape, levels=self.steps, **kwargs)

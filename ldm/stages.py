@@ -180,7 +180,8 @@ class SampleQuality:
         def run(model: UNet, ema_model: UNet) -> dict:
             pipe = LatentDiffusion(ema_model, self.vae, diffusion, scale_factor, label_frequencies,
                                    vae_ckpt=self.vae_ckpt)
-            images = pipe.sample(self.num_images, SamplerConfig(), pipe.prompt(), seed=self.seed)
+            prompt = pipe.prompt()
+            images = pipe.sample(self.num_images, SamplerConfig.for_branch(prompt.unconditional), prompt, seed=self.seed)
             return {"fid": self.fid(images), "images": self.num_images, "samples": images}
         return Check("fid", self.every, run)
 

@@ -26,7 +26,6 @@ from ldm.errors import ConfigError
 from ldm.latents import load_latent_cache
 from ldm.launch import run
 from ldm.recipe_study import RECIPES, StudyInputs, run_recipe_study, write_report
-from ldm.sampling import SamplerConfig
 from ldm.vae import VAE
 
 
@@ -61,7 +60,7 @@ def main(args) -> None:
                          load_mnist(args.data_dir, "test")[0].to(device), Path(args.vae))
     report = run_recipe_study(inputs, run_context(args, device), recipes=args.recipes,
                               budget_seconds=60 * args.budget_minutes, work_dir=args.work_dir,
-                              num_images=args.num_images, seeds=sorted(set(args.seeds)), sampler=SamplerConfig())
+                              num_images=args.num_images, seeds=sorted(set(args.seeds)))
     print(write_report(report, out_dir))
     print(f"wrote {out_dir / 'recipes.json'}, {out_dir / 'recipes.md'} and {out_dir / 'recipes.png'}")
 

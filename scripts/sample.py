@@ -29,9 +29,10 @@ from ldm.images import digit_rows, save_grid, save_rows
 from ldm.launch import run
 from ldm.outputs import check_writable, written_together
 from ldm.pipeline import BATCH_SIZE, WEIGHTS, LatentDiffusion
-from ldm.prompt import PROMPT_GUIDANCE
+from ldm.prompt import PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
 from ldm.samples import row_name, samples_info, save_samples
-from ldm.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SPACINGS, VARIANCES, SamplerConfig
+from ldm.sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, ETA_SAMPLERS, SAMPLERS, SPACINGS, UNCONDITIONAL_DEFAULTS,
+                          VARIANCES, SamplerConfig)
 
 
 def parser() -> StageParser:
@@ -39,14 +40,19 @@ def parser() -> StageParser:
     add_checkpoint_args(parser, "unet", "vae")
     parser.add_argument("--weights", default="ema", help=f"which UNet weights to sample with: {', '.join(WEIGHTS)}")
     group = parser.add_argument_group("sampler")
-    group.add_argument("--sampler", default=DEFAULT_SAMPLER,
+    group.add_argument("--sampler",
                        help=f"{', '.join(SAMPLERS)}: ancestral DDPM, DDIM, DPM-Solver++(2M) or annealed Langevin "
-                            "dynamics")
+                            f"dynamics (unset: {DEFAULT_SAMPLER})")
     group.add_argument("--steps", type=positive_int,
                        help="denoising steps or Langevin noise levels (unset: "
                             + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+                            + "; the \"no label\" branch: " + ", ".join(f"{k} {v['steps']}" for k, v in
+                                                                    UNCONDITIONAL_DEFAULTS.items())
                             + "; DDPM with fewer than T steps is respaced)")
-    group.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale: 0 deterministic, 1 = DDPM")
+    group.add_argument("--eta", type=float,
+                       help=f"noise scale of {' and '.join(ETA_SAMPLERS)}: 0 deterministic (the ODE), 1 the reverse "
+                            "SDE (DDPM's step) (unset: 0; the \"no label\" branch: "
+                            + ", ".join(f"{k} {v['eta']:g}" for k, v in UNCONDITIONAL_DEFAULTS.items()) + ")")
     group.add_argument("--variance", default="beta_tilde", help=f"DDPM step variance σ²: {', '.join(VARIANCES)}")
     group.add_argument("--spacing", help=f"steps evenly spaced in {' or '.join(SPACINGS)} (unset: log-SNR for "
                                          "dpm++2m, time for the others)")
@@ -56,7 +62,9 @@ def parser() -> StageParser:
                                        "'none' for the \"no label\" branch")
     group.add_argument("--guidance", type=float,
                        help="classifier-free guidance scale: 0 unconditional, 1 conditional, >1 guided "
-                            f"(unset: 1 for --digit any, else {PROMPT_GUIDANCE:g})")
+                            f"(unset: 1 for --digit any, else {PROMPT_GUIDANCE:g} on λ "
+                            "{:g}..{:g}, the choice of `make guidance`; a scale given alone guides every "
+                            "step)".format(*PROMPT_GUIDANCE_INTERVAL))
     group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
                             "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
@@ -82,9 +90,10 @@ def main(args) -> None:
     grid, strip_path = out.with_suffix(".png"), out.with_name(f"{out.stem}_process.png")
     check_writable(out, grid, *([strip_path] if args.strip else []))
     context = run_context(args)
-    sampler = SamplerConfig(args.sampler, args.steps, eta=args.eta, variance=args.variance, spacing=args.spacing)
     model = LatentDiffusion.load(args.unet, args.vae, context.device, args.weights, compile=context.compile)
     prompt = model.prompt(args.digit, args.guidance, args.guidance_interval)
+    sampler = SamplerConfig.for_branch(prompt.unconditional, args.sampler, args.steps, args.eta, args.variance,
+                                       args.spacing)
     start = time.time()
     images = model.sample(args.num_images, sampler, prompt, seed=context.seed, batch_size=args.batch_size,
                           progress=context.progress)

@@ -1,7 +1,8 @@
-"""Sampler study (`make samplers`): FID against the number of model evaluations (NFE) for DDIM and
-DPM-Solver++(2M), in log-SNR and in time spacing, at 5, 10, 20 and 50 NFE, each on several seeds
-of unprompted images (mean ± standard deviation), beside the Validation floor on as many real
-subsets of the same size; images/s for each row. Run it after `make all`: it reads the classifier,
+"""Sampler study (`make samplers`): FID against the number of model evaluations (NFE) for DDIM,
+DPM-Solver++(2M) in log-SNR and in time spacing, and its stochastic form (η = 1), at 5, 10, 20 and
+50 NFE, each on several seeds of random digits and of the "no label" branch (mean ± standard
+deviation), beside the Validation floor on as many real subsets of the same size; images/s for
+each row; the default of each branch. Run it after `make all`: it reads the classifier,
 VAE and UNet from checkpoints/ (ldm/sampler_study.py describes the study).
 
 Writes reports/samplers.json (one object per row), reports/samplers.md and reports/samplers.png
@@ -9,6 +10,7 @@ Writes reports/samplers.json (one object per row), reports/samplers.md and repor
 
     python -m scripts.samplers --data-dir ../shared/data/mnist                      # 10,000 images, seeds 0 1 2
     python -m scripts.samplers --data-dir ../shared/data/mnist --num-images 500 --seeds 0 1 --nfe 5 10
+    python -m scripts.samplers --data-dir ../shared/data/mnist --families dpm++2m dpm++2m-sde --nfe 10 20
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ldm.launch import run
 from ldm.outputs import check_writable
 from ldm.pipeline import BATCH_SIZE, LatentDiffusion
 from ldm.runtime import resolve_device
-from ldm.sampler_study import NFES, SEEDS, run_sampler_study, write_report
+from ldm.sampler_study import FAMILIES, NFES, SEEDS, run_sampler_study, write_report
 
 
 def parser() -> StageParser:
@@ -34,6 +36,8 @@ def parser() -> StageParser:
     parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per row and seed")
     parser.add_argument("--seeds", type=seed, nargs="+", default=list(SEEDS), help="seeds of every row")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=list(NFES), help="model evaluations per image")
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES), metavar="FAMILY",
+                        help="samplers to compare: " + ", ".join(FAMILIES))
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
                         help="images per sampling batch (the images depend on it)")
     add_study_dirs(parser, "samplers")
@@ -52,7 +56,7 @@ def main(args) -> None:
     train_images, _ = load_mnist(args.data_dir, "train")
     test_images, _ = load_mnist(args.data_dir, "test")
     report = run_sampler_study(model, classifier, train_images, test_images, num_images=args.num_images,
-                               nfes=args.nfe, seeds=args.seeds, batch_size=args.batch_size,
+                               nfes=args.nfe, seeds=args.seeds, families=args.families, batch_size=args.batch_size,
                                device=device, progress=not args.no_progress)
     print(write_report(report, out_dir))
     print(f"wrote {out_dir / 'samplers.json'}, {out_dir / 'samplers.md'} and {out_dir / 'samplers.png'}")

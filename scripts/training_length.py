@@ -24,7 +24,6 @@ from ldm.latents import load_latent_cache
 from ldm.launch import run
 from ldm.length_study import default_lengths, run_length_study, write_report
 from ldm.pipeline import LatentDiffusion
-from ldm.sampling import SamplerConfig
 from ldm.scoring import TestSetFID
 
 
@@ -55,7 +54,7 @@ def main(args) -> None:
     report = run_length_study(preset, cache, TestSetFID(classifier, test_images, device), train_images,
                               run_context(args, device), lengths=args.steps or default_lengths(preset),
                               unet_path=args.unet, vae_path=args.vae, work_dir=args.work_dir,
-                              num_images=args.num_images, sampler=SamplerConfig())
+                              num_images=args.num_images)
     print(write_report(report, out_dir))
     print(f"wrote {out_dir / 'training_length.json'}, {out_dir / 'training_length.md'} and "
           f"{out_dir / 'training_length.png'}")

@@ -307,6 +307,9 @@ CASES = {
     "DDIM eta above 1": (
         lambda p, out, tmp, other: sample(p, out, "--sampler", "ddim", "--eta", 1.5),
         ["--eta 1.5: must be in [0, 1]"]),
+    "eta with a sampler that has none": (
+        lambda p, out, tmp, other: sample(p, out, "--sampler", "ddpm", "--steps", 10, "--eta", 0.5),
+        ["--eta 0.5: only ddim and dpm++2m have a noise scale η, not ddpm"]),
     "zero training steps": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--steps", 0),
         ["argument --steps: must be a positive integer, got 0"]),

@@ -23,9 +23,10 @@ from ldm.errors import LdmError
 from ldm.monitor import read_log
 from ldm.pipeline import LatentDiffusion
 from ldm.presets import PRESETS
-from ldm.prompt import PROMPT_GUIDANCE
-from ldm.sampler_study import choose_default
+from ldm.prompt import PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
+from ldm.sampler_study import TOLERANCE, choose_default
 from ldm.samples import load_samples
+from ldm.sampling import DEFAULT_SAMPLER, UNCONDITIONAL_DEFAULTS
 from ldm.scoring import TestSetFID as FID  # not collected as a test class
 from stage_scripts import CPU, ROOT, SMOKE, run_inline, run_script
 
@@ -80,7 +81,8 @@ def test_fid_table_has_every_row(pipeline):
     report = json.loads((pipeline["reports"] / "fid.json").read_text())
     names = [row["name"] for row in report["rows"]]
     assert names == ["Validation", "Random", "VAE", "VAE reconstruction", "Diffusion DDPM-5, random digits",
-                     "Diffusion DDIM-3, random digits", f"Diffusion DPM++2M-10, digits 0-9, guidance {PROMPT_GUIDANCE:g}"]
+                     "Diffusion DDIM-3, random digits", f"Diffusion DPM++2M-10, digits 0-9, guidance {PROMPT_GUIDANCE:g} at λ "
+                     "{:g}..{:g}".format(*PROMPT_GUIDANCE_INTERVAL)]
     assert report["num_images"] == 16 and all(np.isfinite(row["fid"]) for row in report["rows"])
     for row in report["rows"]:
         assert Path(row["grid"]).is_file()
@@ -96,6 +98,7 @@ def test_prompted_samples_carry_their_labels_and_pictures(pipeline):
     samples = load_checkpoint(pipeline["ckpt"] / "samples_digits.safetensors", "samples")
     assert samples.tensors["labels"].tolist() == [i % 10 for i in range(20)]
     assert samples.info["guidance"] == PROMPT_GUIDANCE and samples.info["digit"] == "all"
+    assert samples.info["guidance_interval"] == list(PROMPT_GUIDANCE_INTERVAL)
     assert (pipeline["ckpt"] / "samples_digits.png").is_file()
     assert (pipeline["ckpt"] / "samples_digits_process.png").is_file()
 
@@ -119,7 +122,9 @@ def test_unprompted_samples_draw_digits_from_the_training_labels(pipeline, tmp_p
     run_script("sample", *pipeline["models"], *CPU, "--digit", "none", "--num-samples", 4,
                "--out", tmp_path / "none.safetensors")
     no_label = load_samples(tmp_path / "none.safetensors")
-    assert no_label.labels is None and no_label.name == "DPM++2M-10, no label"
+    # the "no label" branch's default sampler is its own, SDE-DPM-Solver++ (UNCONDITIONAL_DEFAULTS)
+    default = UNCONDITIONAL_DEFAULTS[DEFAULT_SAMPLER]
+    assert no_label.labels is None and no_label.name == f"DPM++2M-{default['steps']} η={default['eta']:g}, no label"
 
 
 @pytest.mark.slow
@@ -268,20 +273,23 @@ def test_dpm_solver_samples_prompted_and_guided(pipeline, tmp_path):
 def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path, default_precision):
     ckpt = pipeline["ckpt"]
     run_script("samplers", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
-               *pipeline["models"], *CPU, "--num-images", 16, "--seeds", 0, 1, "--nfe", 2, 50, "--out-dir", tmp_path)
+               *pipeline["models"], *CPU, "--num-images", 16, "--seeds", 0, 1, "--nfe", 2, 50,
+               "--families", "ddim", "dpm++2m-sde", "--out-dir", tmp_path)
     report = json.loads((tmp_path / "samplers.json").read_text())
-    assert [(r["label"], r["nfe"]) for r in report["rows"]] == [
-        ("DDIM-2", 2), ("DDIM-50", 50), ("DPM++2M-2", 2), ("DPM++2M-50", 50), ("DPM++2M-2 in t", 2), ("DPM++2M-50 in t", 50)]
+    labels = [("DDIM-2", 2), ("DDIM-50", 50), ("DPM++2M-2 η=1", 2), ("DPM++2M-50 η=1", 50)]
+    assert [(r["branch"], r["label"], r["nfe"]) for r in report["rows"]] == \
+        [(branch, *label) for branch in ("random digits", "no label") for label in labels]
     for row in report["rows"]:
         assert row["seeds"] == [0, 1] and row["images"] == 16 and len(row["fids"]) == 2
-    assert len(report["floor"]["fids"]) == 2 and report["default"]["reference"] == "DDIM-50"
-    # each cell is the FID of what the pipeline samples with that seed, scored independently here
+    assert len(report["floor"]["fids"]) == 2 and set(report["defaults"]) == {"random digits", "no label"}
+    # each cell is the FID of what the pipeline samples with that prompt and seed, scored independently here
     fid = fid_of_test_set(pipeline)
     pipe = LatentDiffusion.from_pretrained(ckpt, device="cpu")
     for seed in (0, 1):
-        images = pipe(16, sampler="dpm++2m", steps=2, seed=seed)
-        assert report["rows"][2]["fids"][seed] == pytest.approx(fid(images), rel=1e-9)
-    assert (tmp_path / "samplers.png").stat().st_size > 0 and "DPM++2M-2" in (tmp_path / "samplers.md").read_text()
+        assert report["rows"][2]["fids"][seed] == pytest.approx(fid(pipe(16, steps=2, eta=1, seed=seed)), rel=1e-9)
+        no_label = pipe(16, digit="none", sampler="ddim", steps=2, seed=seed)
+        assert report["rows"][4]["fids"][seed] == pytest.approx(fid(no_label), rel=1e-9)
+    assert (tmp_path / "samplers.png").stat().st_size > 0 and "DPM++2M-2 η=1" in (tmp_path / "samplers.md").read_text()
 
 
 @pytest.mark.slow
@@ -327,12 +335,18 @@ def fid_of_test_set(pipeline) -> FID:
     return FID(classifier, load_mnist(pipeline["data"], "test")[0], torch.device("cpu"))
 
 
-def test_the_default_is_the_cheapest_setting_within_one_deviation_of_ddim_50():
-    row = lambda sampler, spacing, nfe, mean, std: {"sampler": sampler, "spacing": spacing, "nfe": nfe,
-                                                    "label": f"{sampler}-{nfe}", "fid_mean": mean, "fid_std": std}
-    rows = [row("ddim", "time", 10, 14.0, 0.3), row("ddim", "time", 50, 10.0, 0.5),
-            row("dpm++2m", "logsnr", 5, 11.0, 0.4), row("dpm++2m", "logsnr", 10, 10.4, 0.3),
-            row("dpm++2m", "time", 10, 10.2, 0.3)]
-    assert choose_default(rows)["label"] == "dpm++2m-10" and choose_default(rows)["fid_mean"] == 10.2
-    assert choose_default(rows[1:2])["label"] == "ddim-50"  # DDIM-50 itself when nothing cheaper is as good
-    assert choose_default(rows[2:]) is None
+def test_the_default_is_the_cheapest_setting_the_best_does_not_beat_beyond_tolerance_and_noise():
+    def row(label, nfe, fids):
+        return {"family": "f", "sampler": "s", "spacing": "t", "eta": 0.0, "label": label, "nfe": nfe,
+                "fids": fids, "fid_mean": sum(fids) / len(fids)}
+    best = row("e-50", 50, [10.0, 10.0])
+    margin = TOLERANCE * 10.0
+    rows = [row("a-10", 10, [10.0 + margin + 0.02] * 2),  # worse by a steady 5% and a bit: not as good
+            row("b-15", 15, [10.0 + margin - 0.05, 10.0 + margin + 0.05]),  # by 5% in the mean: as good
+            row("c-15", 15, [10.0 + margin - 0.01, 10.0 + margin - 0.03]),  # as good, and lower
+            row("d-10", 10, [9.0, 12.0 + 2 * margin]), best]  # worse by 1.0 in the mean, but the seeds disagree by 4
+    assert choose_default(rows)["label"] == "d-10"
+    chosen = choose_default(rows[:3] + [best])
+    assert chosen["label"] == "c-15" and chosen["best"] == "e-50" and chosen["best_fid_mean"] == 10.0
+    assert choose_default(rows[:1] + [best])["label"] == "e-50"  # the best itself when nothing cheaper is close enough
+    assert choose_default([]) is None

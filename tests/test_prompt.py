@@ -11,7 +11,7 @@ from ldm.data import NUM_CLASSES
 from ldm.diffusion import Diffusion, DiffusionConfig
 from ldm.errors import ConfigError, LdmError
 from ldm.pipeline import LatentDiffusion
-from ldm.prompt import PROMPT_GUIDANCE, Prompt
+from ldm.prompt import PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL, Prompt
 from ldm.samples import load_samples, samples_info, save_samples
 from ldm.sampling import SamplerConfig
 from ldm.unet import UNet, UNetConfig
@@ -19,7 +19,10 @@ from ldm.vae import VAE, VAEConfig
 
 
 def test_a_prompt_is_parsed_and_defaulted_once():
-    assert Prompt("7") == Prompt(7) == Prompt(7, PROMPT_GUIDANCE)
+    assert Prompt("7") == Prompt(7) == Prompt(7, PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL)
+    # the default guidance is a scale on an interval; a scale given alone guides every step
+    assert Prompt(7).guidance_interval == PROMPT_GUIDANCE_INTERVAL and Prompt(7, 2).guidance_interval is None
+    assert Prompt(7, None, (-1, 3)).guidance_interval == (-1.0, 3.0) and Prompt(7, None, (-1, 3)).guidance == PROMPT_GUIDANCE
     assert Prompt().digit == "any" and Prompt().guidance == 1.0
     assert Prompt("all").guidance == PROMPT_GUIDANCE and Prompt("all", 0).guidance == 0.0
     assert Prompt("none").guidance is None and Prompt("none").scale == 1.0
@@ -50,7 +53,8 @@ def test_an_unusual_or_ignored_guidance_is_one_warning():
 def test_a_prompt_names_itself():
     assert [Prompt("any").name(), Prompt("any", 2).name(), Prompt("all").name(), Prompt(7, 2).name(),
             Prompt(7, 2, (-2, 1.5)).name(), Prompt("none").name(), Prompt("none").name(conditional=False)] == [
-        "random digits", "random digits, guidance 2", f"digits 0-9, guidance {PROMPT_GUIDANCE:g}",
+        "random digits", "random digits, guidance 2",
+        f"digits 0-9, guidance {PROMPT_GUIDANCE:g} at λ {PROMPT_GUIDANCE_INTERVAL[0]:g}..{PROMPT_GUIDANCE_INTERVAL[1]:g}",
         "digit 7, guidance 2", "digit 7, guidance 2 at λ -2..1.5", "no label", ""]
 
 

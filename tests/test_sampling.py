@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ldm.errors import ConfigError
-from ldm.sampling import (LOGSNR_MIN, SamplerConfig, ddim_sample, ddpm_sample, dpm_solver_2m_sample, half_log_snr,
-                          langevin_sample, logsnr_timesteps, sampling_timesteps, spaced_timesteps)
+from ldm.sampling import (DEFAULT_SAMPLER, LOGSNR_MIN, UNCONDITIONAL_DEFAULTS, SamplerConfig, ddim_sample, ddpm_sample,
+                          dpm_solver_2m_sample, half_log_snr, langevin_sample, logsnr_timesteps, sampling_timesteps,
+                          spaced_timesteps)
 from ldm.schedule import NoiseSchedule
 
 MEAN, STD = 1.0, 0.5
@@ -87,6 +88,28 @@ def test_ddim_with_eta_one_is_the_ddpm_posterior_step():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_stochastic_dpm_solver_of_first_order_is_the_ddpm_posterior_step():
+    """SDE-DPM-Solver++ (η = 1) takes DDPM's ancestral step with x̂_0 replaced by its multistep D:
+    without the history (order 1) it is DDPM itself, whatever the model."""
+    s = NoiseSchedule.from_name("cosine", 1000)
+    model = lambda x, t: oracle_eps(s)(x, t) + 0.1 * torch.sin(3 * x)
+    for spacing in ("time", "logsnr"):
+        a = dpm_solver_2m_sample(model, s, (64, 3), steps=12, spacing=spacing, order=1, eta=1.0,
+                                 generator=torch.Generator().manual_seed(1))
+        b = ddpm_sample(model, s, (64, 3), steps=12, spacing=spacing, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_stochastic_dpm_solver_recovers_the_gaussian_data(eta):
+    """With the exact ε of Gaussian data, DPM-Solver++ at any η keeps the mean and, with enough
+    steps, recovers the data's standard deviation: the noise it adds must exactly replace what the
+    shrunken coefficient of x_t takes away."""
+    s = NoiseSchedule.from_name("cosine", 1000)
+    x = dpm_solver_2m_sample(oracle_eps(s), s, (N, 1), steps=200, eta=eta, generator=torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - MEAN) < 0.015 and abs(x.std().item() / STD - 1) < 0.02
+
+
 def test_same_generator_gives_identical_samples():
     s = NoiseSchedule.from_name("linear", 1000)
     run = lambda: ddpm_sample(oracle_eps(s), s, (50, 4), steps=20, generator=torch.Generator().manual_seed(7))
@@ -109,11 +132,25 @@ def test_sampler_config_validates_once_and_names_itself():
     assert [SamplerConfig("ddpm", 100).label, SamplerConfig("ddpm", 1000, variance="beta").label,
             SamplerConfig("ddim", 20, eta=0.5).label, SamplerConfig("langevin").label] == \
         ["DDPM-100", "DDPM-1000 σ²=β", "DDIM-20 η=0.5", "Langevin-100"]
+    assert SamplerConfig("dpm++2m", 20, eta=1).label == "DPM++2M-20 η=1"
     for bad, field in (({"sampler": "euler"}, "sampler"), ({"variance": "sigma"}, "variance"), ({"eta": -1}, "eta"),
-                       ({"eta": 1.5}, "eta")):
+                       ({"eta": 1.5}, "eta"), ({"sampler": "ddpm", "eta": 0.5}, "eta"),
+                       ({"sampler": "langevin", "eta": 1}, "eta")):
         with pytest.raises(ConfigError) as error:
             SamplerConfig(**bad)
         assert error.value.field == field
+
+
+def test_each_branch_gets_its_default_sampler_and_what_is_asked_for_wins():
+    conditional, unconditional = SamplerConfig.for_branch(False), SamplerConfig.for_branch(True)
+    assert conditional == SamplerConfig() and conditional.sampler == unconditional.sampler == DEFAULT_SAMPLER
+    assert (unconditional.steps, unconditional.eta) == (UNCONDITIONAL_DEFAULTS[DEFAULT_SAMPLER]["steps"],
+                                                        UNCONDITIONAL_DEFAULTS[DEFAULT_SAMPLER]["eta"])
+    assert unconditional != conditional  # the branches differ, or the table would not be needed
+    assert SamplerConfig.for_branch(True, steps=7) == SamplerConfig(steps=7, eta=unconditional.eta)
+    assert SamplerConfig.for_branch(True, eta=0) == SamplerConfig(steps=unconditional.steps)
+    assert SamplerConfig.for_branch(True, "ddim") == SamplerConfig("ddim")  # the table is the default sampler's only
+    assert SamplerConfig.defaults_label() == f"{conditional.label} (no label: {unconditional.label})"
 
 
 def test_sampler_config_runs_the_sampler_it_names():

@@ -11,7 +11,8 @@
 #                                          BUDGET=minutes of training each; finished recipes are reused)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
-# N (images per FID row), DOWNLOAD=1 (fetch MNIST with torchvision), TORCH (torch requirement),
+# N (images per FID row), DOWNLOAD=1 (fetch missing MNIST files into DATA; the default when DATA is
+# data/), TORCH (torch requirement),
 # COMPILE=1 (torch.compile the UNet in training and sampling), PRECISION (auto|fp32|bf16: the UNet's
 # forward passes; auto is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere), NPROC (processes per stage: 1 runs
 # each stage as one plain process; N > 1 launches classifier, vae, diffusion, sample and evaluate
@@ -26,7 +27,8 @@ PRESET ?= auto
 DEVICE ?= auto
 SEED ?= 0
 N ?= 10000
-DOWNLOAD ?=
+# the default folder is filled from the MNIST mirrors when files are missing; a DATA given is only read
+DOWNLOAD ?= $(if $(filter data,$(DATA)),1)
 # The torch release this project is tested with; pyproject.toml accepts any torch>=2.1.
 TORCH ?= torch==2.13.0
 

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from .data import default_data_dir
+from .data import FILE_STEMS, default_data_dir, find_idx_file
 from .errors import LdmError
 from .outputs import check_writable
 from .presets import Preset, get_preset
@@ -137,10 +137,32 @@ def add_preset_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="auto", help="hyper-parameters: auto (by device), cpu, gpu or smoke")
 
 
+def input_files(args: argparse.Namespace) -> dict[str, object]:
+    """The files a script reads, by the flag that names them: its checkpoints, samples files and
+    the MNIST files found in --data-dir."""
+    inputs = {f"--{name}": getattr(args, name) for name in (*CHECKPOINTS, "samples") if getattr(args, name, None)}
+    if getattr(args, "data_dir", None) is not None:
+        found = []
+        for stem in (stem for stems in FILE_STEMS.values() for stem in stems):
+            try:
+                found.append(find_idx_file(args.data_dir, stem))
+            except LdmError:  # missing data is the data stage's to report
+                pass
+        if found:
+            inputs["--data-dir"] = found
+    return inputs
+
+
+def check_outputs(args: argparse.Namespace, *outputs) -> None:
+    """Refuse, before any work, outputs that cannot be written or would replace an input
+    (outputs.check_writable against input_files)."""
+    check_writable(*outputs, inputs=input_files(args))
+
+
 def prepare(args: argparse.Namespace, *outputs) -> tuple[torch.device, Preset]:
-    """What every stage does first: refuse unwritable outputs before any work, then resolve
-    --device and --preset."""
-    check_writable(*outputs)
+    """What every stage does first: refuse unwritable outputs before any work (check_outputs),
+    then resolve --device and --preset."""
+    check_outputs(args, *outputs)
     device = resolve_device(args.device)
     return device, get_preset(args.preset, device)
 

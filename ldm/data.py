@@ -44,7 +44,7 @@ def find_idx_file(data_dir: str | os.PathLike, stem: str) -> Path:
             if (folder / name).exists():
                 raise LdmError(f"{folder / name}: not a regular file (a directory or a device?)")
     raise LdmError(f"{data_dir / (stem + '.gz')}: MNIST file not found (nor raw, nor under MNIST/raw/); "
-                   "`make data DOWNLOAD=1` fetches it where torchvision and a network are available")
+                   "`make all` without DATA fetches the four files into data/ (scripts.prepare_data --download)")
 
 
 def _read_at_most(stream, n: int) -> bytes:
@@ -127,16 +127,6 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """The inverse of `to_float`: [N x 1 x 28 x 28] floats in [0, 1] -> [N x 28 x 28] uint8 on the CPU."""
     return (images[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-
-
-def download_mnist(data_dir: str | os.PathLike) -> None:
-    """Fetch MNIST into data_dir/MNIST/raw with torchvision, an optional extra."""
-    try:
-        from torchvision.datasets import MNIST
-    except Exception as e:  # ImportError, or torchvision built against another torch
-        raise LdmError(f"downloading MNIST needs torchvision (pip install 'ldm[download]'): {e}") from e
-    for train in (True, False):
-        MNIST(root=str(data_dir), train=train, download=True)
 
 
 class BatchSampler:

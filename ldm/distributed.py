@@ -48,6 +48,28 @@ SINGLE = World()
 _world = SINGLE
 
 
+# what torchrun sets in every process it starts; the first four are integers
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def environment_problem() -> str | None:
+    """Why the environment cannot start a run, or None: RANK or WORLD_SIZE left in a shell
+    without the rest of torchrun's variables, or values torchrun would not set."""
+    present = [name for name in ("RANK", "WORLD_SIZE") if name in os.environ]
+    if not present:
+        return None
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing:
+        return (f"{' and '.join(present)} set without torchrun's {', '.join(missing)}: start several processes "
+                f"with torchrun (make NPROC=N), or unset {' and '.join(present)} to run as one")
+    for name in TORCHRUN_VARIABLES[:4]:
+        if not os.environ[name].isdigit():
+            return f"{name}={os.environ[name]!r}: must be a whole number (torchrun sets it)"
+    if int(os.environ["RANK"]) >= int(os.environ["WORLD_SIZE"]):
+        return f"RANK={os.environ['RANK']} is not below WORLD_SIZE={os.environ['WORLD_SIZE']}"
+    return None
+
+
 def launched() -> bool:
     """Was this process started by torchrun (or another launcher that sets its variables)?"""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ

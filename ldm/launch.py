@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+import unicodedata
 import warnings
 from typing import Callable
 
@@ -29,6 +30,9 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
     failure's: an error every rank meets is reported once, and a collective that fails because
     another rank died is not reported at all (torchrun's own summary names the dead rank).
     """
+    problem = distributed.environment_problem()
+    if problem:
+        fail(problem, 2, shared=True)
     if distributed.launched():
         distributed.enter()  # so that even a bad option is reported with its rank, once
     warnings.showwarning = _show_warning
@@ -65,7 +69,7 @@ def run(parser: StageParser, main: Callable[[argparse.Namespace], None], multipr
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one line on stderr, like an error but without stopping: `warning: ...`."""
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {one_line(str(message))}", file=sys.stderr)
 
 
 RANK_ERROR_GRACE = 3.0  # seconds; torchrun's monitor notices a failed rank within about one
@@ -77,5 +81,11 @@ def fail(message: str, status: int, shared: bool) -> None:
         message = f"rank {world.rank} of {world.size}: {message}"
         if world.rank > 0 or not shared:
             time.sleep(RANK_ERROR_GRACE)
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
     sys.exit(status)
+
+
+def one_line(message: str) -> str:
+    """`message` with control characters (a newline in a path, say) written as escapes, so that
+    an error stays one line."""
+    return "".join(c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in message)

@@ -40,19 +40,79 @@ def _refuse_directory(path: Path) -> None:
 
 
 def check_folder_writable(folder: str | os.PathLike) -> None:
-    """Fail before any work is done if an output folder cannot be created or written."""
+    """Fail before any work is done if an output folder cannot be created or written: its nearest
+    existing ancestor must be a folder that takes a new file. Nothing is created, so that a
+    command refused later leaves no folder behind (the writers create folders as they write)."""
     folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise _folder_error(folder, e) from e
 
 
-def check_writable(*paths: str | os.PathLike) -> None:
-    """Fail before any work is done if an output names a directory, or its folder cannot be
-    created or written."""
+@contextlib.contextmanager
+def folder_made_for(folder: str | os.PathLike) -> Iterator[Path]:
+    """Create `folder` (and missing parents) for the block; those created are removed again if the
+    block leaves them empty (a refused or failed run), so that it leaves no folder behind."""
+    folder = Path(folder)
+    missing = []
+    ancestor = folder.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _folder_error(folder, e) from e
+    try:
+        yield folder
+    finally:
+        for created in missing:  # deepest first
+            try:
+                created.rmdir()
+            except OSError:  # not empty: the run wrote there
+                break
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path once links and `..` are resolved, or two
+    names (hard links) of one existing file."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_distinct(outputs, inputs: dict[str, object] | None = None) -> None:
+    """Refuse outputs that would destroy an input, or each other: two outputs on one file, or an
+    output on a file the stage reads (`inputs`: the flag that names it, to a path or a list of
+    paths)."""
+    outputs = [Path(p) for p in outputs]
+    for i, path in enumerate(outputs):
+        for other in outputs[:i]:
+            if _same_file(path, other):
+                raise LdmError(f"{path}: two outputs of this stage would be written there ({other} and {path}); "
+                               "give them different paths")
+    for flag, paths in (inputs or {}).items():
+        for source in paths if isinstance(paths, (list, tuple)) else [paths]:
+            for path in outputs:
+                if _same_file(path, Path(source)):
+                    raise LdmError(f"{path}: is {flag} {source}, which this stage reads; an output must not "
+                                   "replace an input")
+
+
+def check_writable(*paths: str | os.PathLike, inputs: dict[str, object] | None = None) -> None:
+    """Fail before any work is done if an output would overwrite an input or another output
+    (check_distinct), names a directory, or its folder cannot be created or written."""
+    check_distinct(paths, inputs)
     for path in paths:
         path = Path(path)
         _refuse_directory(path)

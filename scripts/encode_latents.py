@@ -9,11 +9,10 @@ latents unit variance; the diffusion trainer samples z from these and never runs
 from __future__ import annotations
 
 from ldm.checkpoint import load_model
-from ldm.cli import StageParser, add_data_arg, add_runtime_args
+from ldm.cli import StageParser, add_data_arg, add_runtime_args, check_outputs
 from ldm.data import load_mnist
 from ldm.latents import LatentCache, save_latent_cache
 from ldm.launch import run
-from ldm.outputs import check_writable
 from ldm.runtime import resolve_device
 from ldm.vae import VAE
 
@@ -28,7 +27,7 @@ def parser() -> StageParser:
 
 
 def main(args) -> None:
-    check_writable(args.out)
+    check_outputs(args, args.out)
     device = resolve_device(args.device)
     vae, vae_ckpt = load_model(args.vae, VAE, device)
     cache = LatentCache.encode(vae, vae_ckpt.fingerprint, load_mnist(args.data_dir, "train"),

@@ -22,12 +22,13 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, positive_int, run_context
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, check_outputs, positive_int,
+                     run_context)
 from ldm.data import load_mnist
 from ldm.distributed import describe_device, is_main
 from ldm.fid_table import report_context, score_rows, table_rows, write_report
 from ldm.launch import run
-from ldm.outputs import check_writable, written_together
+from ldm.outputs import written_together
 from ldm.samples import load_samples
 from ldm.scoring import Scorer
 from ldm.vae import VAE
@@ -46,7 +47,7 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     out_dir = Path(args.out_dir)
-    check_writable(out_dir / "fid.json", out_dir / "fid.md")
+    check_outputs(args, out_dir / "fid.json", out_dir / "fid.md")
     context = run_context(args)
     # every input is read and checked before any work
     classifier, classifier_ckpt = load_model(args.classifier, Classifier, context.device)

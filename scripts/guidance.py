@@ -18,12 +18,11 @@ from pathlib import Path
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
-                     add_runtime_args, add_study_dirs, positive_float, positive_int, seed)
+                     add_runtime_args, add_study_dirs, check_outputs, positive_float, positive_int, seed)
 from ldm.data import load_mnist
 from ldm.errors import LdmError
 from ldm.guidance_study import INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
 from ldm.launch import run
-from ldm.outputs import check_writable
 from ldm.pipeline import LatentDiffusion
 from ldm.runtime import resolve_device
 from ldm.sampling import SamplerConfig
@@ -51,7 +50,7 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     out_dir = Path(args.out_dir)
-    check_writable(out_dir / "guidance.json")
+    check_outputs(args, out_dir / "guidance.json")
     device = resolve_device(args.device)
     model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile)
     if not model.num_classes:

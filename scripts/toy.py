@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from ldm import __version__
-from ldm.cli import StageParser, add_runtime_args, positive_int
+from ldm.cli import StageParser, add_runtime_args, check_outputs, positive_int
 from ldm.distributed import describe_device
 from ldm.launch import run
 from ldm.monitor import Monitor, read_log
-from ldm.outputs import check_writable, write_text_atomic, written_together
+from ldm.outputs import write_text_atomic, written_together
 from ldm.plots import plot_training_log
 from ldm.toy.data import TOY_DATASETS, get_toy_dataset
 from ldm.toy.plots import save_toy_figure
@@ -42,7 +42,7 @@ def parser() -> StageParser:
 def main(args) -> None:
     datasets = [get_toy_dataset(name) for name in args.data]
     out_dir = Path(args.out_dir)
-    check_writable(out_dir / "toy.json")
+    check_outputs(args, out_dir / "toy.json")
     rows = []
     for dataset in datasets:
         log = out_dir / f"{dataset.name}.log.jsonl"

@@ -12,6 +12,7 @@ from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args
 from ldm.data import load_mnist
 from ldm.launch import run
 from ldm.outputs import written_together
+from ldm.run_lock import run_lock
 from ldm.stages import train_classifier
 from ldm.training_files import TrainingFiles
 
@@ -27,20 +28,21 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     files = TrainingFiles.beside(args.out, args.log, args.curves)
-    device, preset = prepare(args, *files.outputs)
-    monitor = files.monitor(args.tensorboard)
-    settings = with_overrides(preset.classifier, args, "steps", "batch_size", "validate_every")
-    train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
-    test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
-    trained = train_classifier(train, test, settings, run_context(args, device), snapshot_to=files.snapshot,
-                               save_every=args.save_every, monitor=monitor)
-    trained.info.update(preset=preset.name, data_dir=args.data_dir)
-    with written_together() as outputs:  # the checkpoint and its curves appear together
-        trained.save(files.checkpoint, outputs)
-        files.draw_curves("classifier", outputs)
-    info = trained.info
-    print(f"classifier test accuracy: {info['test_accuracy']:.4f} ({info['test_images']} test images, "
-          f"trained on {info['train_images']} for {settings.steps} steps); wrote {args.out}")
+    device, preset = prepare(args, *files.outputs, files.snapshot)
+    with run_lock(files.checkpoint):  # one run per output
+        monitor = files.monitor(args.tensorboard)
+        settings = with_overrides(preset.classifier, args, "steps", "batch_size", "validate_every")
+        train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
+        test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
+        trained = train_classifier(train, test, settings, run_context(args, device), snapshot_to=files.snapshot,
+                                   save_every=args.save_every, monitor=monitor)
+        trained.info.update(preset=preset.name, data_dir=args.data_dir)
+        with written_together() as outputs:  # the checkpoint and its curves appear together
+            trained.save(files.checkpoint, outputs)
+            files.draw_curves("classifier", outputs)
+        info = trained.info
+        print(f"classifier test accuracy: {info['test_accuracy']:.4f} ({info['test_images']} test images, "
+              f"trained on {info['train_images']} for {settings.steps} steps); wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from ldm.diffusion import PREDICTIONS
 from ldm.latents import load_latent_cache
 from ldm.launch import run
 from ldm.outputs import written_together
+from ldm.run_lock import run_lock
 from ldm.schedule import BETA_SCHEDULES
 from ldm.scoring import TestSetFID
 from ldm.stages import SampleQuality, train_unet
@@ -60,24 +61,26 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     files = TrainingFiles.beside(args.out, args.log, args.curves)
-    device, preset = prepare(args, *files.outputs)
-    monitor = files.monitor(args.tensorboard)
-    diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
-                                      "min_snr_gamma", "label_dropout")
-    settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power", "validate_every")
-    cache = load_latent_cache(args.latents, device)
-    fid_every = preset.fid_every if args.fid_every is None else args.fid_every
-    quality = sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images, device) if fid_every else None
-    trained = train_unet(cache, preset.unet_model, diffusion_config, settings, run_context(args, device),
-                         snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality)
-    info = trained.info
-    print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
-          f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
-    info.update(preset=preset.name, latents=str(args.latents))
-    with written_together() as outputs:  # the checkpoint and its curves appear together
-        trained.save(files.checkpoint, outputs)
-        files.draw_curves("diffusion", outputs)
-    print(f"wrote {args.out}")
+    device, preset = prepare(args, *files.outputs, files.snapshot)
+    with run_lock(files.checkpoint):  # one run per output
+        monitor = files.monitor(args.tensorboard)
+        diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
+                                          "min_snr_gamma", "label_dropout")
+        settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power", "validate_every")
+        cache = load_latent_cache(args.latents, device)
+        fid_every = preset.fid_every if args.fid_every is None else args.fid_every
+        quality = (sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images, device)
+                   if fid_every else None)
+        trained = train_unet(cache, preset.unet_model, diffusion_config, settings, run_context(args, device),
+                             snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality)
+        info = trained.info
+        print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
+              f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
+        info.update(preset=preset.name, latents=str(args.latents))
+        with written_together() as outputs:  # the checkpoint and its curves appear together
+            trained.save(files.checkpoint, outputs)
+            files.draw_curves("diffusion", outputs)
+        print(f"wrote {args.out}")
 
 
 def sample_quality(args, cache, every: int, num_images: int, device) -> SampleQuality:

@@ -14,6 +14,7 @@ from ldm.distributed import is_main
 from ldm.images import save_rows
 from ldm.launch import run
 from ldm.outputs import written_together
+from ldm.run_lock import run_lock
 from ldm.stages import reconstruction_rows, train_vae
 from ldm.training_files import TrainingFiles
 
@@ -31,21 +32,22 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     files = TrainingFiles.beside(args.out, args.log, args.curves)
-    device, preset = prepare(args, *files.outputs, args.grid)
-    monitor = files.monitor(args.tensorboard)
-    settings = with_overrides(preset.vae, args, "steps", "batch_size", "validate_every")
-    train_images = load_mnist(args.data_dir, "train")[0].to(device)
-    test_images = load_mnist(args.data_dir, "test")[0].to(device)
-    trained = train_vae(train_images, test_images, preset.vae_model, settings, run_context(args, device),
-                        snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor)
-    trained.info.update(preset=preset.name, data_dir=args.data_dir)
-    if is_main():
-        with written_together() as outputs:  # the checkpoint, its grid and its curves appear together
-            trained.save(files.checkpoint, outputs)
-            save_rows(reconstruction_rows(trained.model, test_images), args.grid, outputs)
-            files.draw_curves("VAE", outputs)
-    print("vae test: " + ", ".join(f"{k} {v:.4f}" for k, v in trained.info["test"].items()))
-    print(f"wrote {args.out} and {args.grid}")
+    device, preset = prepare(args, *files.outputs, files.snapshot, args.grid)
+    with run_lock(files.checkpoint):  # one run per output
+        monitor = files.monitor(args.tensorboard)
+        settings = with_overrides(preset.vae, args, "steps", "batch_size", "validate_every")
+        train_images = load_mnist(args.data_dir, "train")[0].to(device)
+        test_images = load_mnist(args.data_dir, "test")[0].to(device)
+        trained = train_vae(train_images, test_images, preset.vae_model, settings, run_context(args, device),
+                            snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor)
+        trained.info.update(preset=preset.name, data_dir=args.data_dir)
+        if is_main():
+            with written_together() as outputs:  # the checkpoint, its grid and its curves appear together
+                trained.save(files.checkpoint, outputs)
+                save_rows(reconstruction_rows(trained.model, test_images), args.grid, outputs)
+                files.draw_curves("VAE", outputs)
+        print("vae test: " + ", ".join(f"{k} {v:.4f}" for k, v in trained.info["test"].items()))
+        print(f"wrote {args.out} and {args.grid}")
 
 
 if __name__ == "__main__":

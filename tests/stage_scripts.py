@@ -21,7 +21,7 @@ SMOKE = ["--preset", "smoke", *CPU]  # the training stages and studies; sampling
 
 
 def _quiet(name: str) -> list[str]:
-    return [] if name == "prepare_data" else ["--no-progress"]  # stderr then holds only errors
+    return ["--no-progress"]  # stderr then holds only errors
 
 
 def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProcess:

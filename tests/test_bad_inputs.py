@@ -14,6 +14,8 @@ import gzip
 import json
 import os
 import shutil
+import socket
+import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from safetensors.torch import save_file
 from ldm.checkpoint import load_checkpoint, save_checkpoint
 from ldm.data import IMAGES_MAGIC, read_idx
 from ldm.errors import LdmError
+from ldm.run_lock import lock_path
 from stage_scripts import CPU, SMOKE, assert_one_line_error, run_inline, write_idx
 
 # ---- damaged inputs
@@ -96,6 +99,21 @@ def bad_samples(p, tmp, tensors=None, info=None):
     return rewritten(ckpt(p, "samples_digits"), tmp / "bad_samples.safetensors", "samples", tensors=tensors, info=info)
 
 
+def copied(source: Path, path: Path) -> Path:
+    shutil.copy(source, path)
+    return path
+
+
+def linked(target: Path, path: Path) -> Path:
+    path.symlink_to(target)
+    return path
+
+
+def copied_data(p, folder: Path) -> Path:
+    shutil.copytree(p["data"], folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def other_vae(pipeline, tmp_path_factory) -> Path:
     """A second VAE (another seed): the UNet and samples of the pipeline were not made with it."""
@@ -124,6 +142,32 @@ def evaluate(p, out, vae, samples, num_images=16, classifier=None):
 # id: (how to build the command from (pipeline, output folder, scratch folder, other VAE),
 #      what the one line must contain)
 CASES = {
+    # outputs that would destroy an input, or each other
+    "an output that is an input": (
+        lambda p, out, tmp, other: ("sample", ["--unet", copied(ckpt(p, "unet"), tmp / "u.safetensors"),
+                                               "--vae", ckpt(p, "vae"), *CPU, "--num-samples", 2,
+                                               "--out", tmp / "u.safetensors"]),
+        ["u.safetensors: is --unet", "an output must not replace an input"]),
+    "an output that reaches an input through ..": (
+        lambda p, out, tmp, other: ("prepare_data", ["--data-dir", copied_data(p, tmp / "d"),
+                                                     "--out", tmp / "d" / ".." / "d" / "train-labels-idx1-ubyte.gz"]),
+        ["is --data-dir", "train-labels-idx1-ubyte.gz, which this stage reads"]),
+    "an output that reaches an input through a symbolic link": (
+        lambda p, out, tmp, other: ("encode_latents", [
+            "--data-dir", p["data"], "--vae", copied(ckpt(p, "vae"), tmp / "v.safetensors"),
+            "--out", linked(tmp / "v.safetensors", tmp / "link.safetensors")]),
+        ["link.safetensors: is --vae"]),
+    "two outputs on one file (--curves equal to --out)": (
+        lambda p, out, tmp, other: ("train_classifier", ["--data-dir", p["data"], *SMOKE, "--out", out / "c.safetensors",
+                                                         "--curves", out / "c.safetensors"]),
+        ["c.safetensors: two outputs of this stage would be written there"]),
+    "a log on the training snapshot": (
+        lambda p, out, tmp, other: ("train_vae", ["--data-dir", p["data"], *SMOKE, "--out", out / "v.safetensors",
+                                                  "--log", out / "v.state.safetensors", "--grid", out / "v.png"]),
+        ["v.state.safetensors: two outputs of this stage would be written there"]),
+    "a path with a newline": (
+        lambda p, out, tmp, other: ("sample", [*p["models"], *CPU, "--num-samples", 2, "--out", out / "two\nlines.txt"]),
+        ["two\\nlines.txt: must end in .safetensors"]),
     # the data
     "missing data folder": (
         lambda p, out, tmp, other: ("prepare_data", ["--data-dir", tmp / "nowhere", "--out", out / "data.json"]),
@@ -558,3 +602,38 @@ def test_a_guidance_far_above_any_in_use_is_warned_about_in_one_line(pipeline, t
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: guidance 1000 is far above the usual 1-10 (the samples will be saturated); "
                         "a mistake?"], result.stderr
+
+
+@pytest.mark.parametrize("environment, fragment", [
+    ({"RANK": "0", "WORLD_SIZE": "2"}, "RANK and WORLD_SIZE set without torchrun's LOCAL_RANK, LOCAL_WORLD_SIZE, "
+                                       "MASTER_ADDR, MASTER_PORT"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE set without torchrun's RANK"),
+    ({"RANK": "one", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+      "MASTER_PORT": "29500"}, "RANK='one': must be a whole number"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+      "MASTER_PORT": "29500"}, "RANK=2 is not below WORLD_SIZE=2"),
+])
+def test_torchrun_variables_left_in_the_shell_are_one_line(environment, fragment, pipeline, tmp_path, monkeypatch):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = run_inline(*sample(pipeline, tmp_path / "out"))
+    assert_one_line_error(result, fragment)
+    assert result.returncode == 2 and files_in(tmp_path / "out") == []
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(pipeline, tmp_path):
+    """The lock of a live run (this test's process stands in for it) refuses the second run; once
+    its owner is gone the lock is stale and the run takes it over, and releases it at the end."""
+    out = tmp_path / "c.safetensors"
+    command = ("train_classifier", ["--data-dir", pipeline["data"], *SMOKE, "--steps", 2, "--out", out])
+    lock = lock_path(out)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    result = run_inline(command[0], *command[1])
+    assert_one_line_error(result, f"{out}: another run is writing it (process {os.getpid()}, lock {lock})")
+    assert files_in(tmp_path) == [lock] and not out.exists()
+    dead = subprocess.Popen(["true"])  # a process that has ended: its pid is free
+    dead.wait()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    result = run_inline(command[0], *command[1])
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and not lock.exists()

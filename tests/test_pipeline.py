@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from ldm import __version__, save_grid
-from ldm.bench import TRAINING_CHOICES
+from ldm.bench import GUIDANCE_SCALES, TRAINING_CHOICES
 from ldm.checkpoint import load_checkpoint, load_model
 from ldm.classifier import Classifier
 from ldm.data import load_mnist
@@ -211,7 +211,7 @@ def test_bench_scores_every_study_against_one_floor(pipeline, tmp_path):
                "--out-dir", tmp_path, "--work-dir", tmp_path / "work")
     report = json.loads((tmp_path / "bench.json").read_text())
     studies = [row["study"] for row in report["rows"]]
-    assert studies.count("floor") == 1 and studies.count("sampler") == 10 and studies.count("guidance") == 4
+    assert studies.count("floor") == 1 and studies.count("sampler") == 10 and studies.count("guidance") == len(set(GUIDANCE_SCALES) | {PROMPT_GUIDANCE})
     assert [row["name"] for row in report["rows"] if row["study"] == "training"] == list(TRAINING_CHOICES)
     by_name = {row["name"]: row for row in report["rows"]}
     assert by_name["DDPM-1000 σ²=β, random digits"]["images"] == 8

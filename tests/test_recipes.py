@@ -134,7 +134,7 @@ def test_the_study_trains_each_recipe_once_and_scores_it_from_shared_noise(pipel
         assert info["latent_target"] == RECIPES[row["recipe"]].latent_target
         # every cell scored again here, independently: same noise, same images, same FID
         pipe = LatentDiffusion.load(path, ckpt / "vae.safetensors", "cpu")
-        images = pipe.sample(16, SamplerConfig(), Prompt("none"), seed=1)
+        images = pipe.sample(16, SamplerConfig.for_branch(unconditional=True), Prompt("none"), seed=1)
         assert row["scores"]["1"]["no label"]["fid"] == pytest.approx(fid_of_test_set(pipeline)(images), rel=1e-9)
         assert 0 <= row["scores"]["0"]["digits 0-9"]["recognised"] <= 1
     # the means' own scale factor is recorded with the UNet, so its samples decode at the VAE's scale

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Callable
 
 import torch
 
@@ -39,18 +40,37 @@ class StageParser(argparse.ArgumentParser):
         return field
 
 
+INT_LIMIT = 2**63  # counts become int64 tensors and step counters: larger ones cannot be held
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if value >= INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
     return value
 
 
 def non_negative_int(text: str) -> int:
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value < INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and below 2**63, got {value}")
     return value
+
+
+def image_count(minimum: int, why: str) -> Callable[[str], int]:
+    """An argument type: a number of images to score, at least `minimum` (`why` says why)."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ({why}), got {value}")
+        return value
+    return parse
+
+
+fid_images = image_count(2, "a covariance needs two")
+scored_images = image_count(4, "precision and recall compare each image with its 3 nearest neighbours")
 
 
 def seed(text: str) -> int:
@@ -62,8 +82,8 @@ def seed(text: str) -> int:
 
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 

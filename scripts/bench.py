@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ldm.bench import BenchInputs, run_bench
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
-                     add_runtime_args, add_study_dirs, positive_int, prepare, run_context)
+                     add_runtime_args, add_study_dirs, prepare, run_context, scored_images)
 from ldm.launch import run
 
 
@@ -27,7 +27,7 @@ def parser() -> StageParser:
     add_data_arg(parser)
     add_preset_arg(parser)
     add_checkpoint_args(parser, "classifier", "vae", "unet", "latents")
-    parser.add_argument("--num-images", type=positive_int, help="images per row (unset: the preset's)")
+    parser.add_argument("--num-images", type=scored_images, help="images per row (unset: the preset's)")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training-choice study")
     add_study_dirs(parser, "bench", "UNets of the training study")
     add_runtime_args(parser)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, check_outputs, positive_int,
-                     run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, check_outputs, run_context,
+                     scored_images)
 from ldm.data import load_mnist
 from ldm.distributed import describe_device, is_main
 from ldm.fid_table import report_context, score_rows, table_rows, write_report
@@ -39,7 +39,7 @@ def parser() -> StageParser:
     add_data_arg(parser)
     add_checkpoint_args(parser, "classifier", "vae")
     parser.add_argument("--samples", nargs="*", default=[], help="samples files from scripts/sample.py, one row each")
-    parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per row")
+    parser.add_argument("--num-images", type=scored_images, default=10_000, help="images per row")
     parser.add_argument("--out-dir", default="reports", help="fid.json, fid.md and grids go here")
     add_runtime_args(parser)
     return parser

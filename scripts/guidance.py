@@ -18,7 +18,7 @@ from pathlib import Path
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
-                     add_runtime_args, add_study_dirs, check_outputs, positive_float, positive_int, seed)
+                     add_runtime_args, add_study_dirs, check_outputs, positive_float, scored_images, seed)
 from ldm.data import load_mnist
 from ldm.errors import LdmError
 from ldm.guidance_study import INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
@@ -32,7 +32,7 @@ def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
     add_checkpoint_args(parser, "classifier", "vae", "unet")
-    parser.add_argument("--num-images", type=positive_int, default=5000, help="images per row and seed")
+    parser.add_argument("--num-images", type=scored_images, default=5000, help="images per row and seed")
     parser.add_argument("--seeds", type=seed, nargs="+", default=list(SEEDS), help="seeds of every row")
     parser.add_argument("--scales", dest="guidance", type=positive_float, nargs="+", default=list(SCALES),
                         help="guidance scales")

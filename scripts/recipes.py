@@ -20,7 +20,7 @@ from pathlib import Path
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, add_study_dirs,
-                     non_negative_int, positive_float, positive_int, prepare, run_context)
+                     non_negative_int, positive_float, prepare, run_context, scored_images)
 from ldm.data import load_mnist
 from ldm.errors import ConfigError
 from ldm.latents import load_latent_cache
@@ -39,7 +39,7 @@ def parser() -> StageParser:
                         help=f"recipes to run (the baseline always runs): {', '.join(RECIPES)}")
     parser.add_argument("--budget-minutes", type=positive_float, default=10.0,
                         help="training wall-clock of every recipe, checks excluded")
-    parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per FID row")
+    parser.add_argument("--num-images", type=scored_images, default=10_000, help="images per FID row")
     parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1],
                         help="noise seeds every row is sampled with (at least 2 to see the noise)")
     add_study_dirs(parser, "recipes", "each recipe's UNet, log and scores")

@@ -20,7 +20,7 @@ from pathlib import Path
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
-                     add_runtime_args, add_study_dirs, check_outputs, positive_int, seed)
+                     add_runtime_args, add_study_dirs, check_outputs, fid_images, positive_int, seed)
 from ldm.data import load_mnist
 from ldm.launch import run
 from ldm.pipeline import BATCH_SIZE, LatentDiffusion
@@ -32,7 +32,7 @@ def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_data_arg(parser)
     add_checkpoint_args(parser, "classifier", "vae", "unet")
-    parser.add_argument("--num-images", type=positive_int, default=5000, help="images per row and seed")
+    parser.add_argument("--num-images", type=fid_images, default=5000, help="images per row and seed")
     parser.add_argument("--seeds", type=seed, nargs="+", default=list(SEEDS), help="seeds of every row")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=list(NFES), help="model evaluations per image")
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(DEFAULT_FAMILIES), metavar="FAMILY",

@@ -20,8 +20,8 @@ from __future__ import annotations
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
-                     add_runtime_args, add_training_args, non_negative_int, positive_float, positive_int, prepare,
-                     run_context, with_overrides)
+                     add_runtime_args, add_training_args, fid_images, non_negative_int, positive_float, positive_int,
+                     prepare, run_context, with_overrides)
 from ldm.data import load_mnist
 from ldm.diffusion import PREDICTIONS
 from ldm.latents import load_latent_cache
@@ -50,7 +50,7 @@ def parser() -> StageParser:
                         help="warm-up power of the weight EMA used for sampling (unset: the preset's)")
     group = parser.add_argument_group("sample quality during training (unset: the preset's value)")
     group.add_argument("--fid-every", type=non_negative_int, help="steps between FIDs of samples (0: none)")
-    group.add_argument("--fid-images", type=positive_int, help="samples per FID")
+    group.add_argument("--fid-images", type=fid_images, help="samples per FID")
     add_data_arg(group)
     add_checkpoint_args(group, "classifier", "vae")
     add_runtime_args(parser)

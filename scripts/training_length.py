@@ -18,7 +18,7 @@ from pathlib import Path
 from ldm.checkpoint import check_made_with_vae, load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_precision_arg, add_preset_arg,
-                     add_runtime_args, add_study_dirs, positive_int, prepare, run_context)
+                     add_runtime_args, add_study_dirs, fid_images, positive_int, prepare, run_context)
 from ldm.data import load_mnist
 from ldm.latents import load_latent_cache
 from ldm.launch import run
@@ -35,7 +35,7 @@ def parser() -> StageParser:
     parser.add_argument("--latents", default="checkpoints/latents.safetensors", help="latent cache to train on")
     parser.add_argument("--steps", type=positive_int, nargs="+",
                         help="training lengths (unset: a quarter, half and all of the preset's steps)")
-    parser.add_argument("--num-images", type=positive_int, default=10_000, help="images per FID")
+    parser.add_argument("--num-images", type=fid_images, default=10_000, help="images per FID")
     add_study_dirs(parser, "training_length", "UNets of the other lengths", work_dir="lengths")
     add_runtime_args(parser)
     add_precision_arg(parser)

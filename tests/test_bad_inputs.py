@@ -367,6 +367,18 @@ CASES = {
     "zero images per FID row": (
         lambda p, out, tmp, other: ("evaluate", ["--data-dir", p["data"], "--num-images", 0, "--out-dir", out]),
         ["argument --num-images: must be a positive integer, got 0"]),
+    "too few images for the nearest-neighbour metrics": (
+        lambda p, out, tmp, other: ("evaluate", ["--data-dir", p["data"], "--num-images", 3, "--out-dir", out]),
+        ["argument --num-images: must be at least 4 (precision and recall compare each image with its 3 nearest"]),
+    "a FID during training of one image": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--fid-every", 1, "--fid-images", 1),
+        ["argument --fid-images: must be at least 2 (a covariance needs two), got 1"]),
+    "a step count beyond 64 bits": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--steps", 2**64),
+        [f"argument --steps: must be below 2**63, got {2**64}"]),
+    "an infinite EMA power": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--ema-power", "inf"),
+        ["argument --ema-power: must be a finite number > 0, got inf"]),
     "negative seed": (
         lambda p, out, tmp, other: sample(p, out, "--seed", -1),
         ["argument --seed: must be in [0, 2**32), got -1"]),

@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import check_made_with_vae, load_model
+from .checkpoint import load_model
 from .classifier import Classifier
-from .data import NUM_CLASSES, load_mnist
+from .data import NUM_CLASSES, load_mnist_splits
 from .distributed import describe_device
 from .images import digit_rows, save_rows
-from .latents import load_latent_cache
+from .latents import check_cache_fits_vae, load_latent_cache
 from .outputs import write_text_atomic, written_together
 from .pipeline import LatentDiffusion
 from .presets import Preset
@@ -72,12 +72,11 @@ def run_bench(preset: Preset, inputs: BenchInputs, run: RunContext, *, num_image
     subset = min(n, preset.bench.ddpm1000_images)
     # every input is read and checked before any work
     classifier, classifier_ckpt = load_model(inputs.classifier, Classifier, device)
-    train_images, _ = load_mnist(inputs.data_dir, "train")
-    test_images, _ = load_mnist(inputs.data_dir, "test")
+    (train_images, _), (test_images, _) = load_mnist_splits(inputs.data_dir)
     model = LatentDiffusion.load(inputs.unet, inputs.vae, device, compile=run.compile)
     cache = None if skip_training else load_latent_cache(inputs.latents, device)
     if cache is not None:
-        check_made_with_vae(inputs.latents, cache.vae_fingerprint, model.vae_ckpt, "rerun `make latents`")
+        check_cache_fits_vae(inputs.latents, cache, model.vae, model.vae_ckpt, "rerun `make latents`")
     validation = validation_images(train_images, n, torch.Generator().manual_seed(seed))
     scorer = Scorer.compute(classifier, train_images, test_images, device, progress=run.progress)
     rows = []

@@ -11,11 +11,11 @@ from typing import Callable
 
 import torch
 
-from .data import FILE_STEMS, default_data_dir, find_idx_file
-from .errors import LdmError
+from .data import FILE_STEMS, SAMPLE_BYTES, default_data_dir, find_idx_file
+from .errors import ConfigError, LdmError
 from .outputs import check_writable
 from .presets import Preset, get_preset
-from .runtime import DEVICES, PRECISIONS, RunContext, resolve_device
+from .runtime import DEVICES, PRECISIONS, RunContext, check_fits_in_memory, resolve_device
 
 
 class UsageError(LdmError):
@@ -59,18 +59,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def image_count(minimum: int, why: str) -> Callable[[str], int]:
-    """An argument type: a number of images to score, at least `minimum` (`why` says why)."""
+def at_least(minimum: int, why: str, bytes_each: int) -> Callable[[str], int]:
+    """An argument type: a count of at least `minimum` (`why` says why), and few enough that the
+    items counted, `bytes_each` apiece, fit in this machine's memory."""
     def parse(text: str) -> int:
         value = positive_int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum} ({why}), got {value}")
+        try:
+            check_fits_in_memory("count", value, value * bytes_each)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(f"{value} {e.reason}") from e
         return value
     return parse
 
 
-fid_images = image_count(2, "a covariance needs two")
-scored_images = image_count(4, "precision and recall compare each image with its 3 nearest neighbours")
+# images to score: each row's images are held in memory
+fid_images = at_least(2, "a covariance needs two", SAMPLE_BYTES)
+scored_images = at_least(4, "precision and recall compare each image with its 3 nearest neighbours", SAMPLE_BYTES)
 
 
 def seed(text: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import warnings
 import zlib
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .errors import ConfigError, LdmError
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
+SAMPLE_BYTES = IMAGE_SIZE**2 + 8  # what one image with its label takes held in memory: uint8 pixels, int64
 # IDX magic numbers: 0x08 = unsigned byte, last byte = number of dimensions.
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -106,7 +108,23 @@ def load_mnist(data_dir: str | os.PathLike, split: str) -> tuple[torch.Tensor, t
         raise LdmError(f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}")
     if len(labels) and labels.max() >= NUM_CLASSES:
         raise LdmError(f"{label_path}: label {labels.max()} outside 0-9")
+    if images.min() == images.max():
+        warnings.warn(f"{image_path}: every image is blank (every pixel is {images.min()})")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def load_mnist_splits(data_dir: str | os.PathLike) -> tuple[Split, Split]:
+    """Both splits, (images, labels) each as `load_mnist` reads them; a training split smaller
+    than the test split (the files swapped, or a stub) is legal but almost surely a mistake, and
+    warned about."""
+    train, test = load_mnist(data_dir, "train"), load_mnist(data_dir, "test")
+    if len(train[0]) < len(test[0]):
+        warnings.warn(f"{data_dir}: the training split holds {len(train[0])} images, fewer than the "
+                      f"{len(test[0])} of the test split (files swapped?)")
+    return train, test
 
 
 def labels_problem(labels: torch.Tensor, n: int) -> str | None:

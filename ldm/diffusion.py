@@ -31,6 +31,7 @@ LOGIT_NORMAL = (0.0, 1.0)  # (m, s) of logit(t/T), Esser et al. 2024 (arXiv:2403
 # EDM's (P_mean, P_std) of ln σ, Karras et al. 2022 (arXiv:2206.00364) Table 1, for data of std 0.5;
 # scaled latents have std 1, so P_mean moves by ln 2 (σ is measured in units of the data's std).
 LOG_NORMAL = (-1.2 + math.log(2.0), 1.2)
+MAX_TIMESTEPS = 2**24  # float32 holds every integer up to here, and nn.timestep_embedding takes t as float32
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class DiffusionConfig:
         if self.num_timesteps <= 0 or (self.schedule == "linear" and self.num_timesteps < 20):
             raise ConfigError("num_timesteps", self.num_timesteps,
                               "must be positive (at least 20 for the linear schedule, whose β_T = 20/T)")
+        if self.num_timesteps > MAX_TIMESTEPS:
+            raise ConfigError("num_timesteps", self.num_timesteps,
+                              f"must be at most 2**24 = {MAX_TIMESTEPS} (the UNet embeds t as a float32, "
+                              "which tells no more integers apart)")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError("min_snr_gamma", self.min_snr_gamma, "must be > 0")
         if not 0 <= self.label_dropout <= 1:

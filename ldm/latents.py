@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, check_made_with_vae, load_checkpoint, save_checkpoint
 from .data import labels_problem, to_float
 from .errors import LdmError, check_choice, check_finite, is_number
-from .vae import VAE, reparameterise
+from .vae import LATENT_SIZE, VAE, reparameterise
 
 # What the UNet is trained to generate: a fresh posterior sample z = μ + σ·ε each time, or the
 # posterior mean μ (whose decodings lose a little detail but carry no encoder noise).
@@ -118,11 +118,32 @@ def load_latent_cache(path: str | os.PathLike, device: torch.device | str = "cpu
                        vae_fingerprint=ckpt.info["vae_fingerprint"], info=dict(ckpt.info, fingerprint=ckpt.fingerprint))
 
 
+# The scale factor is 1 / the latents' standard deviation. A KL-regularised VAE keeps that of
+# order 1 (here 1.0 for posterior samples, 1.8 for posterior means; Stable Diffusion's VAE, with a
+# KL weight of 1e-6, 0.18): a factor outside this range is three orders of magnitude off, so
+# sampled latents would decode to nearly the same image (or saturate).
+SCALE_FACTOR_RANGE = (1e-3, 1e3)
+
+
 def scale_factor_problem(scale) -> str | None:
     """What is wrong with a recorded scale factor (a latent cache's, a UNet's), or None."""
     if not is_number(scale) or scale <= 0:
         return f"scale factor {scale!r}, expected a finite number > 0"
+    low, high = SCALE_FACTOR_RANGE
+    if not low <= scale <= high:
+        return (f"scale factor {scale:g}, outside {low:g}..{high:g}: the latents' standard deviation would be "
+                f"{1 / scale:g}, where the VAE's is of order 1")
     return None
+
+
+def check_cache_fits_vae(path: str | os.PathLike, cache: LatentCache, vae: VAE, vae_ckpt: Checkpoint,
+                         remedy: str) -> None:
+    """Refuse a latent cache made by another VAE than `vae`, or whose latents it could not decode."""
+    check_made_with_vae(path, cache.vae_fingerprint, vae_ckpt, remedy)
+    if cache.latent_shape != vae.latent_shape:
+        shape = "x".join(map(str, cache.latent_shape))
+        raise LdmError(f"{path}: latents are {shape}, the VAE in {vae_ckpt.path} makes "
+                       f"{'x'.join(map(str, vae.latent_shape))}; {remedy}")
 
 
 def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
@@ -143,6 +164,9 @@ def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
         if mean.shape[1:] != tensors["train_mean"].shape[1:]:
             train_shape = tuple(tensors["train_mean"].shape[1:])
             return f"test latents are {tuple(mean.shape[1:])}, training latents {train_shape}"
+        if mean.shape[2:] != (LATENT_SIZE, LATENT_SIZE):
+            return (f"{split} latents are {'x'.join(map(str, mean.shape[1:]))}, "
+                    f"the VAE makes C x {LATENT_SIZE} x {LATENT_SIZE}")
         problem = labels_problem(labels, len(mean))
         if problem:
             return f"{split} {problem}"

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,6 +55,17 @@ def check_folder_writable(folder: str | os.PathLike) -> None:
             pass
     except OSError as e:
         raise _folder_error(folder, e) from e
+
+
+def check_disk_space(path: str | os.PathLike, nbytes: int, what: str) -> None:
+    """Refuse, before any work, an output of `nbytes` larger than the free space where `path`
+    goes (its nearest existing folder): it could never be written."""
+    existing = Path(path).absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if nbytes > free:
+        raise LdmError(f"{path}: {what} would take {nbytes / 2**30:,.1f} GiB, {existing} has {free / 2**30:,.1f} GiB free")
 
 
 @contextlib.contextmanager

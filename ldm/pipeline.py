@@ -16,12 +16,12 @@ import torch
 
 from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
-from .data import to_uint8
+from .data import SAMPLE_BYTES, to_uint8
 from .diffusion import Diffusion, DiffusionConfig
 from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
 from .latents import scale_factor_problem
 from .prompt import Prompt
-from .runtime import resolve_device
+from .runtime import check_fits_in_memory, resolve_device
 from .sampling import Callback, SamplerConfig
 from .unet import UNet
 from .vae import VAE
@@ -153,6 +153,7 @@ class LatentDiffusion:
         on (seed, batch_size) alone, not on the device nor on how many processes share the work.
         On several processes, rank r samples batches r, r + N, ... and every rank returns them all.
         """
+        check_fits_in_memory("num_images", num_images, num_images * SAMPLE_BYTES)  # all held at the end
         labels = prompt.labels(num_images, seed, self.label_frequencies)
 
         def sample_batch(i: int, batch: slice) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -20,6 +21,20 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def physical_memory() -> int:
+    """This machine's RAM in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(field: str, value, nbytes: int) -> None:
+    """Refuse a request (`field` = `value`) that would hold `nbytes` at once, more than this
+    machine's RAM: it could only fail after a long wait, or take the machine down with it."""
+    memory = physical_memory()
+    if nbytes > memory:
+        raise ConfigError(field, value, f"would hold {nbytes / 2**30:,.1f} GiB at once, more than this machine's "
+                                        f"{memory / 2**30:,.1f} GiB of memory")
 
 
 DEVICES = ("auto", "cpu", "cuda")

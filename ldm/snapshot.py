@@ -35,6 +35,64 @@ def run_signature(stage: str, seed: int, data: str, **configs) -> dict:
             **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in configs.items()}}
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _rng_state_problem(tensors: dict[str, torch.Tensor], name: str) -> str | None:
+    state = tensors.get(name)
+    if state is None:
+        return f"tensor {name} is missing"
+    if state.dtype != torch.uint8 or state.ndim != 1:
+        return f"tensor {name} is {state.dtype} {tuple(state.shape)}, expected a uint8 random-number state"
+    return None
+
+
+def _json_kind(value) -> str:
+    """int and float alike are numbers; tuples are the lists JSON makes of them."""
+    if isinstance(value, bool) or value is None:
+        return repr(value) if value is None else "bool"
+    return {int: "number", float: "number", tuple: "list"}.get(type(value), type(value).__name__)
+
+
+def _param_groups_problem(groups, expected: list[dict]) -> str | None:
+    if not (isinstance(groups, list) and len(groups) == len(expected) and all(isinstance(g, dict) for g in groups)):
+        return f"field param_groups = {groups!r}, expected {len(expected)} parameter group(s) of the optimizer"
+    for index, (group, like) in enumerate(zip(groups, expected)):
+        for key, value in like.items():  # a key the snapshot lacks takes the optimizer's default
+            if key in group and _json_kind(group[key]) != _json_kind(value):
+                return (f"field param_groups[{index}].{key} = {group.get(key)!r}, "
+                        f"expected a {_json_kind(value)} like {value!r}")
+    return None
+
+
+def snapshot_problem(tensors: dict[str, torch.Tensor], info: dict, param_groups: list[dict], ema: bool,
+                     sampler_size: int | None) -> str | None:
+    """What is wrong with a snapshot's fields for a run whose optimizer has `param_groups`, with
+    (or without) an EMA model and a batch sampler over `sampler_size` examples, or None. The model
+    and optimizer tensors are checked by loading them into the run's own modules."""
+    if not _is_count(info.get("step")):
+        return f"field step = {info.get('step')!r}, expected a count of steps >= 0"
+    if not isinstance(info.get("logged", {}), dict):
+        return f"field logged = {info['logged']!r}, expected a JSON object"
+    problem = _param_groups_problem(info.get("param_groups"), param_groups)
+    if problem:
+        return problem
+    if ema and not _is_count(info.get("ema_updates")):
+        return f"field ema_updates = {info.get('ema_updates')!r}, expected a count >= 0"
+    problem = _rng_state_problem(tensors, "rng/torch")
+    if problem is None and sampler_size is not None:
+        problem = _rng_state_problem(tensors, "sampler/generator")
+        perm = tensors.get("sampler/perm")
+        position = info.get("sampler_pos")
+        if problem is None and (perm is None or perm.dtype != torch.int64 or perm.shape != (sampler_size,)):
+            problem = (f"tensor sampler/perm is {None if perm is None else (perm.dtype, tuple(perm.shape))}, "
+                       f"expected int64 [{sampler_size}] (the order of the training examples)")
+        if problem is None and not (_is_count(position) and position <= sampler_size):
+            problem = f"field sampler_pos = {position!r}, expected a position 0..{sampler_size} in the epoch"
+    return problem
+
+
 class Snapshot:
     """Periodic save and one-time restore of a training run's full state."""
 
@@ -74,6 +132,10 @@ class Snapshot:
             print(f"{self.path}: snapshot of a run with other settings or inputs; starting afresh")
             return 0, {}
         t = ckpt.tensors
+        problem = snapshot_problem(t, ckpt.info, optimizer.state_dict()["param_groups"], ema is not None,
+                                   None if sampler is None else sampler.n)
+        if problem:
+            raise LdmError(f"{self.path}: {problem}; delete it to start afresh")
         device = next(model.parameters()).device
         try:
             model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model/")}, strict=True)
@@ -86,13 +148,14 @@ class Snapshot:
                     _, index, key = name.split("/")
                     state.setdefault(int(index), {})[key] = tensor if key == "step" else tensor.to(device)
             optimizer.load_state_dict({"state": state, "param_groups": ckpt.info["param_groups"]})
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise LdmError(f"{self.path}: snapshot does not fit this run ({e}); delete it to start afresh") from e
-        torch.set_rng_state(t["rng/torch"])
-        if "rng/cuda" in t and torch.cuda.is_available():
-            torch.cuda.set_rng_state(t["rng/cuda"])
-        if sampler is not None:
-            sampler.load_state_dict({"generator": t["sampler/generator"], "perm": t["sampler/perm"],
-                                          "pos": ckpt.info["sampler_pos"]})
+            torch.set_rng_state(t["rng/torch"])
+            if "rng/cuda" in t and torch.cuda.is_available():
+                torch.cuda.set_rng_state(t["rng/cuda"])
+            if sampler is not None:
+                sampler.load_state_dict({"generator": t["sampler/generator"], "perm": t["sampler/perm"],
+                                         "pos": ckpt.info["sampler_pos"]})
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise LdmError(f"{self.path}: snapshot does not fit this run ({e}); "
+                           "delete it to start afresh") from e
         print(f"{self.path}: resuming after step {ckpt.info['step']}")
         return ckpt.info["step"], ckpt.info.get("logged", {})

@@ -13,6 +13,8 @@ from .data import IMAGE_SIZE
 from .errors import check_positive
 from .nn import ResBlock, normalization
 
+LATENT_SIZE = IMAGE_SIZE // 4  # two stride-2 convolutions take 28x28 to 7x7
+
 
 @dataclass
 class VAEConfig:
@@ -65,8 +67,8 @@ class VAE(nn.Module):
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        """C x H x W of a latent: two stride-2 convolutions take 28x28 to 7x7."""
-        return (self.config.latent_channels, IMAGE_SIZE // 4, IMAGE_SIZE // 4)
+        """C x H x W of a latent."""
+        return (self.config.latent_channels, LATENT_SIZE, LATENT_SIZE)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N x 1 x 28 x 28] in [0, 1] -> (mean, logvar), each [N x latent_channels x 7 x 7]."""

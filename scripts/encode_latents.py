@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ldm.checkpoint import load_model
 from ldm.cli import StageParser, add_data_arg, add_runtime_args, check_outputs
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.latents import LatentCache, save_latent_cache
 from ldm.launch import run
 from ldm.runtime import resolve_device
@@ -30,8 +30,7 @@ def main(args) -> None:
     check_outputs(args, args.out)
     device = resolve_device(args.device)
     vae, vae_ckpt = load_model(args.vae, VAE, device)
-    cache = LatentCache.encode(vae, vae_ckpt.fingerprint, load_mnist(args.data_dir, "train"),
-                               load_mnist(args.data_dir, "test"), device,
+    cache = LatentCache.encode(vae, vae_ckpt.fingerprint, *load_mnist_splits(args.data_dir), device,
                                info={"data_dir": args.data_dir, "vae_path": args.vae, "seed": args.seed},
                                progress=not args.no_progress)
     save_latent_cache(args.out, cache)

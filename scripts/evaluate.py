@@ -24,7 +24,7 @@ from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_runtime_args, check_outputs, run_context,
                      scored_images)
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.distributed import describe_device, is_main
 from ldm.fid_table import report_context, score_rows, table_rows, write_report
 from ldm.launch import run
@@ -52,8 +52,7 @@ def main(args) -> None:
     # every input is read and checked before any work
     classifier, classifier_ckpt = load_model(args.classifier, Classifier, context.device)
     vae, vae_ckpt = load_model(args.vae, VAE, context.device)
-    train_images, _ = load_mnist(args.data_dir, "train")
-    test_images, _ = load_mnist(args.data_dir, "test")
+    (train_images, _), (test_images, _) = load_mnist_splits(args.data_dir)
     samples = {path: load_samples(path) for path in args.samples}
     rows = table_rows(train_images, vae, vae_ckpt, samples, args.num_images, seed=context.seed,
                       device=context.device)

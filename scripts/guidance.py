@@ -19,7 +19,7 @@ from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
                      add_runtime_args, add_study_dirs, check_outputs, positive_float, scored_images, seed)
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.errors import LdmError
 from ldm.guidance_study import INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
 from ldm.launch import run
@@ -58,8 +58,8 @@ def main(args) -> None:
     intervals = [None, *(INTERVALS if args.guidance_interval is None else map(tuple, args.guidance_interval))]
     prompts = settings(args.guidance, intervals)  # checked as every Prompt is
     classifier, _ = load_model(args.classifier, Classifier, device)
-    report = run_guidance_study(model, classifier, load_mnist(args.data_dir, "train")[0],
-                                load_mnist(args.data_dir, "test")[0], num_images=args.num_images, prompts=prompts,
+    (train_images, _), (test_images, _) = load_mnist_splits(args.data_dir)
+    report = run_guidance_study(model, classifier, train_images, test_images, num_images=args.num_images, prompts=prompts,
                                 seeds=sorted(set(args.seeds)), sampler=SamplerConfig(), device=device,
                                 progress=not args.no_progress)
     print(write_report(report, out_dir))

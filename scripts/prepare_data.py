@@ -13,7 +13,7 @@ import torch
 
 from ldm import __version__
 from ldm.cli import StageParser, add_data_arg, check_outputs
-from ldm.data import FILE_STEMS, find_idx_file, load_mnist
+from ldm.data import FILE_STEMS, find_idx_file, load_mnist_splits
 from ldm.download import MNIST_FILES, download_mnist
 from ldm.errors import LdmError
 from ldm.launch import run
@@ -39,8 +39,7 @@ def main(args) -> None:
 
     summary = {"data_dir": str(Path(args.data_dir).resolve()), "torch_version": torch.__version__,
                "ldm_version": __version__}
-    for split in FILE_STEMS:
-        images, labels = load_mnist(args.data_dir, split)
+    for split, (images, labels) in zip(("train", "test"), load_mnist_splits(args.data_dir)):
         summary[split] = {"count": len(images), "class_counts": torch.bincount(labels, minlength=10).tolist(),
                           "files": [str(find_idx_file(args.data_dir, stem)) for stem in FILE_STEMS[split]]}
         print(f"{split}: {len(images)} images, class counts {summary[split]['class_counts']}")

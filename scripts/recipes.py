@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ldm.checkpoint import check_made_with_vae, load_model
+from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_runtime_args, add_study_dirs,
                      non_negative_int, positive_float, prepare, run_context, scored_images)
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.errors import ConfigError
-from ldm.latents import load_latent_cache
+from ldm.latents import check_cache_fits_vae, load_latent_cache
 from ldm.launch import run
 from ldm.recipe_study import RECIPES, StudyInputs, run_recipe_study, write_report
 from ldm.vae import VAE
@@ -54,10 +54,10 @@ def main(args) -> None:
     device, preset = prepare(args, out_dir / "recipes.json", Path(args.work_dir) / "baseline.safetensors")
     cache = load_latent_cache(args.latents, device)
     vae, vae_ckpt = load_model(args.vae, VAE, device)
-    check_made_with_vae(args.latents, cache.vae_fingerprint, vae_ckpt, "rerun `make latents`")
+    check_cache_fits_vae(args.latents, cache, vae, vae_ckpt, "rerun `make latents`")
     classifier, _ = load_model(args.classifier, Classifier, device)
-    inputs = StudyInputs(preset, cache, vae, vae_ckpt, classifier, load_mnist(args.data_dir, "train")[0].to(device),
-                         load_mnist(args.data_dir, "test")[0].to(device), Path(args.vae))
+    train_images, test_images = (split[0].to(device) for split in load_mnist_splits(args.data_dir))
+    inputs = StudyInputs(preset, cache, vae, vae_ckpt, classifier, train_images, test_images, Path(args.vae))
     report = run_recipe_study(inputs, run_context(args, device), recipes=args.recipes,
                               budget_seconds=60 * args.budget_minutes, work_dir=args.work_dir,
                               num_images=args.num_images, seeds=sorted(set(args.seeds)))

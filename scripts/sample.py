@@ -24,10 +24,11 @@ from pathlib import Path
 from ldm import distributed
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_precision_arg, add_runtime_args,
                      check_outputs, positive_int, run_context)
+from ldm.data import SAMPLE_BYTES
 from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.launch import run
-from ldm.outputs import written_together
+from ldm.outputs import check_disk_space, written_together
 from ldm.pipeline import BATCH_SIZE, WEIGHTS, LatentDiffusion
 from ldm.prompt import PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
 from ldm.samples import row_name, samples_info, save_samples
@@ -89,6 +90,7 @@ def main(args) -> None:
         raise LdmError(f"--out {out}: must end in .safetensors")
     grid, strip_path = out.with_suffix(".png"), out.with_name(f"{out.stem}_process.png")
     check_outputs(args, out, grid, *([strip_path] if args.strip else []))
+    check_disk_space(out, args.num_images * SAMPLE_BYTES, f"{args.num_images} images and labels")
     context = run_context(args)
     model = LatentDiffusion.load(args.unet, args.vae, context.device, args.weights, compile=context.compile)
     prompt = model.prompt(args.digit, args.guidance, args.guidance_interval)

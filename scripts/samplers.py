@@ -21,7 +21,7 @@ from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
                      add_runtime_args, add_study_dirs, check_outputs, fid_images, positive_int, seed)
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.launch import run
 from ldm.pipeline import BATCH_SIZE, LatentDiffusion
 from ldm.runtime import resolve_device
@@ -52,8 +52,7 @@ def main(args) -> None:
     device = resolve_device(args.device)
     model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile)
     classifier, _ = load_model(args.classifier, Classifier, device)
-    train_images, _ = load_mnist(args.data_dir, "train")
-    test_images, _ = load_mnist(args.data_dir, "test")
+    (train_images, _), (test_images, _) = load_mnist_splits(args.data_dir)
     report = run_sampler_study(model, classifier, train_images, test_images, num_images=args.num_images,
                                nfes=args.nfe, seeds=args.seeds, families=args.families, batch_size=args.batch_size,
                                device=device, progress=not args.no_progress)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ldm import __version__
-from ldm.cli import StageParser, add_runtime_args, check_outputs, positive_int
+from ldm.cli import StageParser, add_runtime_args, at_least, check_outputs
 from ldm.distributed import describe_device
 from ldm.launch import run
 from ldm.monitor import Monitor, read_log
@@ -33,7 +33,8 @@ def parser() -> StageParser:
     parser.add_argument("--data", nargs="+", default=list(TOY_DATASETS), help=f"of {', '.join(TOY_DATASETS)}")
     parser.add_argument("--settings", default="full", choices=list(TOY_SETTINGS),
                         help="full: the make toy run; fast: the size the tests use")
-    parser.add_argument("--num-samples", type=positive_int, default=4000, help="samples per sampler and data set")
+    points = at_least(2, "the Gaussian baseline needs a covariance", bytes_each=16)  # 2-D float64 points
+    parser.add_argument("--num-samples", type=points, default=4000, help="samples per sampler and data set")
     parser.add_argument("--out-dir", default="reports/toy", help="PNGs, toy.json and toy.md go here")
     add_runtime_args(parser, device=False)
     return parser

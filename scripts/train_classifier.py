@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare,
                      run_context, with_overrides)
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.launch import run
 from ldm.outputs import written_together
 from ldm.run_lock import run_lock
@@ -32,8 +32,7 @@ def main(args) -> None:
     with run_lock(files.checkpoint):  # one run per output
         monitor = files.monitor(args.tensorboard)
         settings = with_overrides(preset.classifier, args, "steps", "batch_size", "validate_every")
-        train = tuple(t.to(device) for t in load_mnist(args.data_dir, "train"))
-        test = tuple(t.to(device) for t in load_mnist(args.data_dir, "test"))
+        train, test = (tuple(t.to(device) for t in split) for split in load_mnist_splits(args.data_dir))
         trained = train_classifier(train, test, settings, run_context(args, device), snapshot_to=files.snapshot,
                                    save_every=args.save_every, monitor=monitor)
         trained.info.update(preset=preset.name, data_dir=args.data_dir)

@@ -17,14 +17,14 @@ needs the classifier, the VAE and the MNIST test set.
 
 from __future__ import annotations
 
-from ldm.checkpoint import check_made_with_vae, load_model
+from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
                      add_runtime_args, add_training_args, fid_images, non_negative_int, positive_float, positive_int,
                      prepare, run_context, with_overrides)
 from ldm.data import load_mnist
 from ldm.diffusion import PREDICTIONS
-from ldm.latents import load_latent_cache
+from ldm.latents import check_cache_fits_vae, load_latent_cache
 from ldm.launch import run
 from ldm.outputs import written_together
 from ldm.run_lock import run_lock
@@ -86,7 +86,7 @@ def main(args) -> None:
 def sample_quality(args, cache, every: int, num_images: int, device) -> SampleQuality:
     """The VAE that made the latents, the classifier and the test set, to score samples in training."""
     vae, vae_ckpt = load_model(args.vae, VAE, device)
-    check_made_with_vae(args.latents, cache.vae_fingerprint, vae_ckpt, "rerun `make latents` or pass --fid-every 0")
+    check_cache_fits_vae(args.latents, cache, vae, vae_ckpt, "rerun `make latents` or pass --fid-every 0")
     classifier, _ = load_model(args.classifier, Classifier, device)
     fid = TestSetFID(classifier, load_mnist(args.data_dir, "test")[0].to(device), device)
     return SampleQuality(vae, vae_ckpt, fid, every, num_images, args.seed)

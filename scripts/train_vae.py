@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ldm.cli import (StageParser, add_data_arg, add_preset_arg, add_runtime_args, add_training_args, prepare,
                      run_context, with_overrides)
-from ldm.data import load_mnist
+from ldm.data import load_mnist_splits
 from ldm.distributed import is_main
 from ldm.images import save_rows
 from ldm.launch import run
@@ -36,8 +36,7 @@ def main(args) -> None:
     with run_lock(files.checkpoint):  # one run per output
         monitor = files.monitor(args.tensorboard)
         settings = with_overrides(preset.vae, args, "steps", "batch_size", "validate_every")
-        train_images = load_mnist(args.data_dir, "train")[0].to(device)
-        test_images = load_mnist(args.data_dir, "test")[0].to(device)
+        train_images, test_images = (split[0].to(device) for split in load_mnist_splits(args.data_dir))
         trained = train_vae(train_images, test_images, preset.vae_model, settings, run_context(args, device),
                             snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor)
         trained.info.update(preset=preset.name, data_dir=args.data_dir)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldm.checkpoint import check_made_with_vae, load_model
+from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_precision_arg, add_preset_arg,
                      add_runtime_args, add_study_dirs, fid_images, positive_int, prepare, run_context)
-from ldm.data import load_mnist
-from ldm.latents import load_latent_cache
+from ldm.data import load_mnist_splits
+from ldm.latents import check_cache_fits_vae, load_latent_cache
 from ldm.launch import run
 from ldm.length_study import default_lengths, run_length_study, write_report
 from ldm.pipeline import LatentDiffusion
@@ -46,11 +46,10 @@ def main(args) -> None:
     out_dir = Path(args.out_dir)
     device, preset = prepare(args, out_dir / "training_length.json", Path(args.work_dir) / "unet.safetensors")
     cache = load_latent_cache(args.latents, device)
-    vae_ckpt = LatentDiffusion.load(args.unet, args.vae, device).vae_ckpt  # both checked before any training
-    check_made_with_vae(args.latents, cache.vae_fingerprint, vae_ckpt, "rerun `make latents`")
+    model = LatentDiffusion.load(args.unet, args.vae, device)  # both checked before any training
+    check_cache_fits_vae(args.latents, cache, model.vae, model.vae_ckpt, "rerun `make latents`")
     classifier, _ = load_model(args.classifier, Classifier, device)
-    train_images, _ = load_mnist(args.data_dir, "train")
-    test_images, _ = load_mnist(args.data_dir, "test")
+    (train_images, _), (test_images, _) = load_mnist_splits(args.data_dir)
     report = run_length_study(preset, cache, TestSetFID(classifier, test_images, device), train_images,
                               run_context(args, device), lengths=args.steps or default_lengths(preset),
                               unet_path=args.unet, vae_path=args.vae, work_dir=args.work_dir,

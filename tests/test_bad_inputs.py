@@ -27,8 +27,11 @@ from safetensors.torch import save_file
 
 from ldm.checkpoint import load_checkpoint, save_checkpoint
 from ldm.data import IMAGES_MAGIC, read_idx
-from ldm.errors import LdmError
+from ldm.errors import ConfigError, LdmError
+from ldm.pipeline import LatentDiffusion
 from ldm.run_lock import lock_path
+from ldm.runtime import physical_memory
+from ldm.sampling import SamplerConfig
 from stage_scripts import CPU, SMOKE, assert_one_line_error, run_inline, write_idx
 
 # ---- damaged inputs
@@ -252,6 +255,9 @@ CASES = {
     "UNet recording a scale factor of 0": (
         lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, scale_factor=0)),
         ["bad_unet.safetensors: scale factor 0, expected a finite number > 0"]),
+    "UNet recording an absurd scale factor": (
+        lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, scale_factor=1e12)),
+        ["bad_unet.safetensors: scale factor 1e+12, outside 0.001..1000", "standard deviation would be 1e-12"]),
     "UNet recording 3 label frequencies": (
         lambda p, out, tmp, other: sample(p, out, "--unet", bad_unet(p, tmp, label_frequencies=[0.3, 0.3, 0.4])),
         ["bad_unet.safetensors: label frequencies [0.3, 0.3, 0.4], expected 10 numbers"]),
@@ -287,6 +293,19 @@ CASES = {
         lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
             p, tmp, info=lambda i: dict(i, scale_factor=0.0))),
         ["bad_latents.safetensors: scale factor 0.0, expected a finite number > 0"]),
+    "latent cache with a scale factor far from 1/its spread": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
+            p, tmp, info=lambda i: dict(i, scale_factor=1e-9))),
+        ["bad_latents.safetensors: scale factor 1e-09, outside 0.001..1000"]),
+    "latent cache whose latents are not the VAE's 7x7": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(p, tmp, tensors=upsampled)),
+        ["bad_latents.safetensors: train latents are", "x14x14, the VAE makes C x 7 x 7"]),
+    "latent cache with other channels than its VAE's": (
+        lambda p, out, tmp, other: ("train_diffusion", [
+            "--latents", bad_latents(p, tmp, tensors=doubled_channels), *SMOKE, "--fid-every", 1, "--fid-images", 8,
+            "--data-dir", p["data"], "--classifier", ckpt(p, "classifier"), "--vae", ckpt(p, "vae"),
+            "--out", out / "unet.safetensors"]),
+        ["bad_latents.safetensors: latents are", "the VAE in", "vae.safetensors makes"]),
     "latent cache with labels shorter than its latents": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--latents", bad_latents(
             p, tmp, tensors=lambda t: dict(t, train_labels=t["train_labels"][:-1]))),
@@ -379,6 +398,18 @@ CASES = {
     "an infinite EMA power": (
         lambda p, out, tmp, other: train_diffusion(p, out, "--ema-power", "inf"),
         ["argument --ema-power: must be a finite number > 0, got inf"]),
+    "more timesteps than a float32 tells apart": (
+        lambda p, out, tmp, other: train_diffusion(p, out, "--timesteps", 2**24 + 1),
+        ["--timesteps 16777217: must be at most 2**24"]),
+    "a toy run of one sample": (
+        lambda p, out, tmp, other: ("toy", ["--num-samples", 1, "--out-dir", out]),
+        ["argument --num-samples: must be at least 2 (the Gaussian baseline needs a covariance), got 1"]),
+    "images per row beyond the machine's memory": (
+        lambda p, out, tmp, other: ("evaluate", ["--data-dir", p["data"], "--num-images", 10**11, "--out-dir", out]),
+        ["argument --num-images: 100000000000 would hold", "GiB of memory"]),
+    "10**12 samples, which no disk holds": (
+        lambda p, out, tmp, other: sample(p, out, "--num-samples", 10**12),
+        ["s.safetensors: 1000000000000 images and labels would take", "GiB free"]),
     "negative seed": (
         lambda p, out, tmp, other: sample(p, out, "--seed", -1),
         ["argument --seed: must be in [0, 2**32), got -1"]),
@@ -422,6 +453,16 @@ CASES = {
         lambda p, out, tmp, other: ("sample", [*p["models"], *CPU, "--out", tmp / "a_dir.safetensors"]),
         ["a_dir.png: is a directory; name a file to write"]),
 }
+
+
+def upsampled(tensors: dict) -> dict:
+    """Latents of twice the height and width (14x14)."""
+    return {k: v.repeat_interleave(2, 2).repeat_interleave(2, 3) if v.is_floating_point() else v
+            for k, v in tensors.items()}
+
+
+def doubled_channels(tensors: dict) -> dict:
+    return {k: torch.cat([v, v], 1) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def truncated_copy(source: Path, path: Path) -> Path:
@@ -528,6 +569,82 @@ def test_a_damaged_training_snapshot_is_refused_naming_it(stage, pipeline, tmp_p
     result = run_inline(stage, *command)
     assert_one_line_error(result, f"{snapshot}: not a readable safetensors file")
     assert result.returncode == 2 and files_in(out) == [snapshot]
+
+
+@pytest.fixture(scope="module")
+def finished_unet_run(pipeline, tmp_path_factory) -> Path:
+    """The output folder of a finished smoke UNet run: its checkpoint and its final snapshot."""
+    out = tmp_path_factory.mktemp("unet_run")
+    script, args = train_diffusion(pipeline, out)
+    assert run_inline(script, *args).returncode == 0
+    return out
+
+
+def without(info: dict, field: str) -> dict:
+    return {k: v for k, v in info.items() if k != field}
+
+
+# what is damaged: (info -> info, tensors -> tensors), what the one line says
+SNAPSHOT_DAMAGE = {
+    "step as a string": ((lambda i: dict(i, step="3"), None), "field step = '3', expected a count of steps"),
+    "no batch position": ((lambda i: without(i, "sampler_pos"), None), "field sampler_pos = None, expected a position"),
+    "a batch position past the epoch": ((lambda i: dict(i, sampler_pos=10**6), None), "field sampler_pos = 1000000"),
+    "no EMA update count": ((lambda i: without(i, "ema_updates"), None), "field ema_updates = None"),
+    "a learning rate as a string": (
+        (lambda i: dict(i, param_groups=[dict(g, lr="0.001") for g in i["param_groups"]]), None),
+        "field param_groups[0].lr = '0.001', expected a number"),
+    "parameter groups that are a number": ((lambda i: dict(i, param_groups=3), None), "field param_groups = 3"),
+    "a random-number state of floats": ((None, lambda t: dict(t, **{"rng/torch": t["rng/torch"].float()})),
+                                        "tensor rng/torch is torch.float32"),
+    "no order of the training examples": ((None, lambda t: without(t, "sampler/perm")),
+                                          "tensor sampler/perm is None"),
+}
+
+
+@pytest.mark.parametrize("damage", SNAPSHOT_DAMAGE)
+def test_a_snapshot_with_a_missing_or_mistyped_field_is_one_line_naming_the_field(damage, pipeline,
+                                                                                 finished_unet_run, tmp_path):
+    (info_change, tensor_change), fragment = SNAPSHOT_DAMAGE[damage]
+    out = tmp_path / "out"
+    shutil.copytree(finished_unet_run, out)
+    snapshot = out / "unet.state.safetensors"
+    rewritten(snapshot, snapshot, "training_state", tensors=tensor_change, info=info_change)
+    before = {path: path.read_bytes() for path in files_in(out)}
+    script, args = train_diffusion(pipeline, out)
+    result = run_inline(script, *args)
+    assert_one_line_error(result, f"{snapshot}: {fragment}", "delete it to start afresh")
+    assert result.returncode == 2
+    assert {path: path.read_bytes() for path in files_in(out)} == before
+
+
+# ---- data that is legal but almost surely wrong
+
+
+@pytest.mark.parametrize("oddity, fragment", [
+    ("blank training images", "train-images-idx3-ubyte.gz: every image is blank (every pixel is 0)"),
+    ("splits swapped", "the training split holds 32 images, fewer than the 64 of the test split (files swapped?)"),
+])
+def test_data_that_is_legal_but_odd_is_one_warning_line(oddity, fragment, pipeline, tmp_path):
+    data = copied_data(pipeline, tmp_path / "data")
+    if oddity == "blank training images":
+        write_idx(data / "train-images-idx3-ubyte.gz", np.zeros((64, 28, 28), dtype=np.uint8))
+    else:
+        for kind in ("images-idx3", "labels-idx1"):
+            train, test = data / f"train-{kind}-ubyte.gz", data / f"t10k-{kind}-ubyte.gz"
+            train.rename(tmp_path / "swap")
+            test.rename(train)
+            (tmp_path / "swap").rename(test)
+    result = run_inline("prepare_data", "--data-dir", data, "--out", tmp_path / "data.json")
+    assert result.returncode == 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and fragment in lines[0], result.stderr
+
+
+def test_the_api_refuses_more_images_than_memory_holds_before_sampling(pipeline):
+    pipe = LatentDiffusion.from_pretrained(pipeline["ckpt"], device="cpu")
+    too_many = physical_memory() // 784 + 1  # the pixels alone overflow the memory
+    with pytest.raises(ConfigError, match="GiB of memory"):
+        pipe.sample(too_many, SamplerConfig(), pipe.prompt())
 
 
 # ---- writes that fail

@@ -166,7 +166,8 @@ def add_preset_arg(parser: argparse.ArgumentParser) -> None:
 def input_files(args: argparse.Namespace) -> dict[str, object]:
     """The files a script reads, by the flag that names them: its checkpoints, samples files and
     the MNIST files found in --data-dir."""
-    inputs = {f"--{name}": getattr(args, name) for name in (*CHECKPOINTS, "samples") if getattr(args, name, None)}
+    inputs = {f"--{name}": getattr(args, name) for name in (*CHECKPOINTS, "samples", "guide")
+              if getattr(args, name, None)}
     if getattr(args, "data_dir", None) is not None:
         found = []
         for stem in (stem for stems in FILE_STEMS.values() for stem in stems):

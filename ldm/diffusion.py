@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .errors import ConfigError, check_choice
-from .guidance import ConditionalModel, guided_model
+from .guidance import ConditionalModel, autoguided, guided_model
 from .runtime import autocast
 from .sampling import Callback, EpsModel, SamplerConfig, half_log_snr
 from .schedule import BETA_SCHEDULES, NoiseSchedule
@@ -134,26 +134,30 @@ class Diffusion:
         return losses, t
 
     def eps_model(self, model: ConditionalModel, labels: torch.Tensor | None = None, guidance: float = 1.0,
-                  num_classes: int = 0, guidance_interval: tuple[float, float] | None = None) -> EpsModel:
+                  num_classes: int = 0, guidance_interval: tuple[float, float] | None = None,
+                  guide: ConditionalModel | None = None, autoguidance: float = 1.0) -> EpsModel:
         """The (x_t, t) -> ε̂ function samplers call: `model` prompted with `labels` at classifier-free
         guidance `guidance` (guidance.py), only at the steps whose half-log-SNR λ lies in
-        `guidance_interval` when one is given, a v-prediction turned into ε̂."""
+        `guidance_interval` when one is given, and autoguided by `guide` with weight `autoguidance`
+        at every step; a v-prediction turned into ε̂."""
         guided_steps = None
         if guidance_interval is not None and labels is not None:
             low, high = guidance_interval
             lam = half_log_snr(self.schedule.alphas_cumprod)
             guided_steps = ((lam >= low) & (lam <= high)).to(labels.device)
-        guided = guided_model(mixed_precision(model), labels, guidance, num_classes, guided_steps)
+        denoiser = autoguided(mixed_precision(model), None if guide is None else mixed_precision(guide), autoguidance)
+        guided = guided_model(denoiser, labels, guidance, num_classes, guided_steps)
         if self.config.prediction == "eps":
             return guided
         return lambda x, t: self.schedule.eps_from_velocity(x, t, guided(x, t))
 
     def sample(self, model: ConditionalModel, shape: tuple[int, ...], sampler: SamplerConfig, *,
                labels: torch.Tensor | None = None, guidance: float = 1.0, num_classes: int = 0,
-               guidance_interval: tuple[float, float] | None = None, generator: torch.Generator | None = None,
+               guidance_interval: tuple[float, float] | None = None, guide: ConditionalModel | None = None,
+               autoguidance: float = 1.0, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", progress: bool = False,
                callback: Callback | None = None) -> torch.Tensor:
         """Samples of shape [N x ...] from noise with `sampler` (see `eps_model` for the prompt)."""
-        eps = self.eps_model(model, labels, guidance, num_classes, guidance_interval)
+        eps = self.eps_model(model, labels, guidance, num_classes, guidance_interval, guide, autoguidance)
         return sampler.run(eps, self.schedule, shape, generator=generator, device=device, progress=progress,
                            callback=callback)

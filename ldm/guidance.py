@@ -10,6 +10,13 @@ Guidance can be limited to an interval of noise levels (Kynkäänniemi et al. 20
 arXiv:2404.07724): at high noise it pulls every sample of a class towards the same few shapes
 and costs diversity, at low noise it changes little; outside the interval the step is plainly
 conditional, one forward pass of N.
+
+Autoguidance (Karras et al. 2024, arXiv:2406.02507, eq. 2) guides a denoiser with a weaker
+version of itself (smaller, trained for less) at the same condition,
+    D_w(x | c) = D_guide(x | c) + w·(D(x | c) - D_guide(x | c)),
+which, unlike classifier-free guidance, also guides the "no label" branch. Both compose: the
+classifier-free mix is taken of autoguided predictions. ε̂ and v̂ are affine in D at a given
+(x, t), so mixing them is mixing D.
 """
 
 from __future__ import annotations
@@ -31,6 +38,19 @@ def drop_labels(labels: torch.Tensor, num_classes: int, p: float,
     else:
         draws = torch.rand(labels.shape, generator=generator).to(labels.device)
     return torch.where(draws < p, torch.full_like(labels, num_classes), labels)
+
+
+def autoguided(model: ConditionalModel, guide: ConditionalModel | None, weight: float) -> ConditionalModel:
+    """`model` guided by the weaker `guide` with weight w (the module docstring); w = 1 (or no
+    guide) is `model` itself, w = 0 the guide."""
+    if guide is None or weight == 1:
+        return model
+
+    def denoise(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        weak = guide(x, t, labels)
+        return weak + weight * (model(x, t, labels) - weak)
+
+    return denoise
 
 
 def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: float, num_classes: int,

@@ -50,6 +50,22 @@ def unet_info_problem(info: dict, num_classes: int) -> str | None:
     return None
 
 
+def load_guide(path: str | os.PathLike, unet: UNet, unet_ckpt: Checkpoint,
+               device: torch.device) -> tuple[UNet, Checkpoint]:
+    """A guide for `unet`: a UNet trained on the same latents (same VAE, scale factor and label
+    frequencies) for the same diffusion process, with the same inputs and classes; its size and
+    training length are free (being weaker is its purpose)."""
+    guide, ckpt = load_model(path, UNet, device)
+    mismatch = [key for key in ("vae_fingerprint", "scale_factor", "label_frequencies", "diffusion", "latent_target")
+                if ckpt.info.get(key) != unet_ckpt.info.get(key)]
+    mismatch += [key for key in ("in_channels", "num_classes")
+                 if getattr(guide.config, key) != getattr(unet.config, key)]
+    if mismatch:
+        raise LdmError(f"{path}: cannot guide the UNet in {unet_ckpt.path}: its {', '.join(mismatch)} differ "
+                       "(a guide is a weaker UNet trained on the same latents for the same process)")
+    return guide, ckpt
+
+
 def batch_generator(seed: int, index: int) -> torch.Generator:
     """The noise of batch `index` of a sampling run with `seed`. A CPU generator keeps only the
     low 32 bits of its seed, so (seed, index) is hashed into 32 bits by NumPy's SeedSequence
@@ -67,6 +83,8 @@ class LatentDiffusion:
     unet_ckpt: Checkpoint | None = None  # None for a UNet still in training
     vae_ckpt: Checkpoint | None = None
     denoiser: torch.nn.Module | None = None  # what the samplers call: the UNet (unset), or torch.compile(UNet)
+    guide: UNet | None = None  # a weaker UNet of the same process, for autoguidance (guidance.autoguided)
+    guide_ckpt: Checkpoint | None = None
 
     def __post_init__(self):
         if self.denoiser is None:
@@ -74,9 +92,12 @@ class LatentDiffusion:
 
     @classmethod
     def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device | str = "auto",
-             weights: str = "ema", compile: bool = False) -> "LatentDiffusion":
+             weights: str = "ema", compile: bool = False, guide_path: str | os.PathLike | None = None,
+             ) -> "LatentDiffusion":
         """Load both models and check that the UNet was trained on latents of this very VAE;
-        `weights` "ema" (for sampling) or "raw"; with `compile`, sample through torch.compile(UNet)."""
+        `weights` "ema" (for sampling) or "raw"; with `compile`, sample through torch.compile(UNet);
+        with `guide_path`, a weaker UNet for autoguidance (its EMA weights), which must have been
+        trained for the same process on the same latents."""
         check_choice("weights", weights, WEIGHTS)
         device = resolve_device(device) if isinstance(device, str) else device
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
@@ -90,8 +111,9 @@ class LatentDiffusion:
             raise LdmError(f"{unet_ckpt.path}: takes {unet.config.in_channels} latent channels, the VAE in "
                            f"{vae_ckpt.path} makes {vae.config.latent_channels}")
         diffusion = Diffusion(build_config(DiffusionConfig, unet_ckpt.info["diffusion"], unet_ckpt.path))
+        guide, guide_ckpt = (None, None) if guide_path is None else load_guide(guide_path, unet, unet_ckpt, device)
         return cls(unet, vae, diffusion, float(unet_ckpt.info["scale_factor"]), unet_ckpt.info.get("label_frequencies"),
-                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else None)
+                   unet_ckpt, vae_ckpt, torch.compile(unet) if compile else None, guide, guide_ckpt)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike = "checkpoints", device: torch.device | str = "auto",
@@ -109,15 +131,19 @@ class LatentDiffusion:
         return next(self.unet.parameters()).device
 
     def prompt(self, digit: int | str | None = None, guidance: float | None = None,
-               guidance_interval: tuple[float, float] | None = None) -> Prompt:
+               guidance_interval: tuple[float, float] | None = None, autoguidance: float | None = None) -> Prompt:
         """The Prompt this model takes (prompt.py): unset `digit` is "any" for a class-conditional
-        UNet and "none" for an unconditional one, which refuses any other."""
+        UNet and "none" for an unconditional one, which refuses any other; autoguidance needs a
+        guide."""
         try:
-            return Prompt.for_model(digit, guidance, bool(self.num_classes), guidance_interval)
+            prompt = Prompt.for_model(digit, guidance, bool(self.num_classes), guidance_interval, autoguidance)
         except ConfigError:  # a setting, named by its field
             raise
         except LdmError as e:  # this model cannot take the prompt
             raise LdmError(f"{self._unet_name}: {e}") from e
+        if prompt.autoguidance != 1 and self.guide is None:
+            raise ConfigError("autoguidance", prompt.autoguidance, "needs a guide, a weaker UNet (--guide)")
+        return prompt
 
     @property
     def _unet_name(self) -> str:
@@ -134,15 +160,15 @@ class LatentDiffusion:
     @torch.no_grad()
     def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
                        guidance: float = 1.0, guidance_interval: tuple[float, float] | None = None,
-                       generator: torch.Generator | None = None, progress: bool = False,
+                       autoguidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
                        callback: Callback | None = None) -> torch.Tensor:
         """One batch of scaled latents [N x C x 7 x 7]; `callback(i, t, x_t, x̂_0)` after every step."""
         device = self.device
         return self.diffusion.sample(self.denoiser, (num_images, *self.vae.latent_shape), sampler,
                                      labels=None if labels is None else labels.to(device), guidance=guidance,
                                      num_classes=self.num_classes, guidance_interval=guidance_interval,
-                                     generator=generator, device=device, progress=progress,
-                                     callback=callback).float()
+                                     guide=self.guide, autoguidance=autoguidance, generator=generator, device=device,
+                                     progress=progress, callback=callback).float()
 
     @torch.no_grad()
     def sample(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,
@@ -159,21 +185,24 @@ class LatentDiffusion:
         def sample_batch(i: int, batch: slice) -> torch.Tensor:
             z = self.sample_latents(batch.stop - batch.start, sampler, labels=None if labels is None else labels[batch],
                                     guidance=prompt.scale, guidance_interval=prompt.guidance_interval,
-                                    generator=batch_generator(seed, i), progress=progress)
+                                    autoguidance=prompt.autoguidance, generator=batch_generator(seed, i),
+                                    progress=progress)
             return to_uint8(self.decode(z))
 
         return torch.cat(distributed.map_batches(num_images, batch_size, sample_batch, desc="batches",
                                                  progress=progress))
 
     def __call__(self, num_images: int = 16, *, digit: int | str | None = None, guidance: float | None = None,
-                 guidance_interval: tuple[float, float] | None = None, sampler: str | None = None,
-                 steps: int | None = None, eta: float | None = None, variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0,
+                 guidance_interval: tuple[float, float] | None = None, autoguidance: float | None = None,
+                 sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+                 variance: str = "beta_tilde", spacing: str | None = None, seed: int = 0,
                  batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
-        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none",
-        guidance, the classifier-free guidance scale, and guidance_interval as in Prompt; sampler (one of SAMPLERS),
-        steps, eta, variance and spacing as in SamplerConfig, unset ones the defaults of the branch sampled
-        (SamplerConfig.for_branch). scripts/sample.py with the same settings writes the same images."""
-        prompt = self.prompt(digit, guidance, guidance_interval)
+        """`num_images` images [N x 28 x 28] uint8. digit: 0-9, "all", "any" or "none"; guidance,
+        the classifier-free guidance scale, guidance_interval and autoguidance (with a guide
+        loaded) as in Prompt; sampler (one of SAMPLERS), steps, eta, variance and spacing as in
+        SamplerConfig, unset ones the defaults of the branch sampled (SamplerConfig.for_branch).
+        scripts/sample.py with the same settings writes the same images."""
+        prompt = self.prompt(digit, guidance, guidance_interval, autoguidance)
         return self.sample(num_images, SamplerConfig.for_branch(prompt.unconditional, sampler, steps, eta, variance,
                                                                 spacing),
                            prompt, seed=seed, batch_size=batch_size, progress=progress)
@@ -188,7 +217,8 @@ class LatentDiffusion:
         predictions = []  # x̂_0 latents of every step; decoded only where kept
         labels = prompt.labels(num_images, seed, self.label_frequencies)
         z = self.sample_latents(num_images, sampler, labels=labels, guidance=prompt.scale,
-                                guidance_interval=prompt.guidance_interval, generator=batch_generator(seed, 0),
+                                guidance_interval=prompt.guidance_interval, autoguidance=prompt.autoguidance,
+                                generator=batch_generator(seed, 0),
                                 callback=lambda i, t, x, x0: predictions.append(x0))
         keep = np.linspace(0, len(predictions) - 1, columns).round().astype(int)
         frames = [self.decode(predictions[i]) for i in keep] + [self.decode(z)]

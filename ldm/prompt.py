@@ -2,8 +2,9 @@
 
 A `Prompt` is parsed, defaulted and validated when it is made, turns itself into the labels of
 a sampling run, and names itself in reports; its guidance may be limited to an interval of noise
-levels (guidance.py); the pipeline, the scripts, the studies and the
-samples files all take one rather than a digit and a scale.
+levels, and any branch, "none" included, may be autoguided by a weaker model (guidance.py); the
+pipeline, the scripts, the studies and the samples files all take one rather than a digit and
+a scale.
 
     digit 0-9   every image prompted with that digit, at PROMPT_GUIDANCE on PROMPT_GUIDANCE_INTERVAL
                 unless told
@@ -48,6 +49,8 @@ class Prompt:
     guidance: float | None = None
     # guide only where the half-log-SNR λ = log(α/σ) of a step lies in [low, high]; None: every step
     guidance_interval: tuple[float, float] | None = None
+    # the weight w of autoguidance by a weaker model (guidance.autoguided); 1 (None): none
+    autoguidance: float | None = None
 
     def __post_init__(self):
         digit = self.digit
@@ -71,6 +74,11 @@ class Prompt:
                           "a mistake?")
         object.__setattr__(self, "guidance", None if guidance is None else float(guidance))
         object.__setattr__(self, "guidance_interval", self._checked_interval())
+        weight = 1.0 if self.autoguidance is None else self.autoguidance
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 1):
+            raise ConfigError("autoguidance", weight,
+                              "must be a finite number >= 1 (1: the model alone; below, towards the weaker guide)")
+        object.__setattr__(self, "autoguidance", float(weight))
 
     def _checked_interval(self) -> tuple[float, float] | None:
         interval = self.guidance_interval
@@ -89,11 +97,12 @@ class Prompt:
 
     @classmethod
     def for_model(cls, digit: int | str | None, guidance: float | None, conditional: bool,
-                  guidance_interval: tuple[float, float] | None = None) -> "Prompt":
+                  guidance_interval: tuple[float, float] | None = None, autoguidance: float | None = None,
+                  ) -> "Prompt":
         """The prompt a model can take: unset `digit` is "any" for a class-conditional model and
         "none" for an unconditional one, which refuses any other."""
         prompt = cls("any" if digit is None and conditional else "none" if digit is None else digit, guidance,
-                     guidance_interval)
+                     guidance_interval, autoguidance)
         if prompt.digit != "none" and not conditional:
             raise LdmError("this UNet is unconditional; it cannot be prompted with digits")
         return prompt
@@ -125,12 +134,13 @@ class Prompt:
 
     def name(self, conditional: bool = True) -> str:
         """How reports say it: "random digits", "digits 0-9, guidance 1.5", "digit 7, guidance 2",
-        "digit 7, guidance 2 at λ -2..1", "no label" ("" for an unconditional model, which has no
-        other branch)."""
+        "digit 7, guidance 2 at λ -2..1", "no label", "no label, autoguidance 1.25" ("" for an
+        unconditional model's unguided branch, which has no other)."""
+        auto = [] if self.autoguidance == 1 else [f"autoguidance {self.autoguidance:g}"]
         if self.digit == "none":
-            return "no label" if conditional else ""
+            return ", ".join((["no label"] if conditional else []) + auto)
         prompt = {"all": "digits 0-9", "any": "random digits"}.get(self.digit, f"digit {self.digit}")
-        if self.digit == "any" and self.guidance == 1:
-            return prompt
-        interval = "" if self.guidance_interval is None else f" at {interval_name(self.guidance_interval)}"
-        return prompt + f", guidance {self.guidance:g}{interval}"
+        if not (self.digit == "any" and self.guidance == 1):
+            interval = "" if self.guidance_interval is None else f" at {interval_name(self.guidance_interval)}"
+            prompt += f", guidance {self.guidance:g}{interval}"
+        return ", ".join([prompt, *auto])

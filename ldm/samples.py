@@ -3,8 +3,8 @@ prompted with, and how they were made; scripts/evaluate.py scores them. Written 
 and checked on reading like every file that travels between stages.
 
 Tensors: images uint8 [N x 28 x 28]; labels int64 [N] when prompted. Info: sampler (a
-SamplerConfig's fields), digit, guidance (None without labels), guidance_interval, conditional, vae_fingerprint
-and the run's other settings.
+SamplerConfig's fields), digit, guidance (None without labels), guidance_interval, autoguidance,
+conditional, vae_fingerprint and the run's other settings.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def row_name(sampler: SamplerConfig, prompt: Prompt, conditional: bool) -> str:
 def samples_info(sampler: SamplerConfig, prompt: Prompt, conditional: bool, **settings) -> dict:
     """The info of a samples file: how the images were made, and the run's other `settings`."""
     return {"sampler": dataclasses.asdict(sampler), "digit": prompt.digit, "guidance": prompt.guidance,
-            "guidance_interval": prompt.guidance_interval, "conditional": conditional, **settings}
+            "guidance_interval": prompt.guidance_interval, "autoguidance": prompt.autoguidance,
+            "conditional": conditional, **settings}
 
 
 def save_samples(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor | None, info: dict,
@@ -68,7 +69,8 @@ def recorded_prompt(info: dict) -> Prompt:
     samples were made, so reading them again stays quiet."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Prompt(info["digit"], info["guidance"], info.get("guidance_interval"))  # older files: every step
+        # older files: guidance on every step, no autoguidance
+        return Prompt(info["digit"], info["guidance"], info.get("guidance_interval"), info.get("autoguidance"))
 
 
 def samples_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:

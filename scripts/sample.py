@@ -69,6 +69,10 @@ def parser() -> StageParser:
     group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
                             "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
+    group.add_argument("--guide", help="a weaker UNet trained on the same latents (smaller, shorter), to autoguide "
+                                       "with (Karras et al. 2024); any --digit, 'none' included")
+    group.add_argument("--autoguidance", type=float,
+                       help="autoguidance weight w >= 1, with --guide: D_guide + w (D - D_guide) (unset: 1, none)")
     group = parser.add_argument_group("output")
     group.add_argument("--num-samples", dest="num_images", type=positive_int, default=64, help="images to generate")
     group.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
@@ -92,8 +96,9 @@ def main(args) -> None:
     check_outputs(args, out, grid, *([strip_path] if args.strip else []))
     check_disk_space(out, args.num_images * SAMPLE_BYTES, f"{args.num_images} images and labels")
     context = run_context(args)
-    model = LatentDiffusion.load(args.unet, args.vae, context.device, args.weights, compile=context.compile)
-    prompt = model.prompt(args.digit, args.guidance, args.guidance_interval)
+    model = LatentDiffusion.load(args.unet, args.vae, context.device, args.weights, compile=context.compile,
+                                 guide_path=args.guide)
+    prompt = model.prompt(args.digit, args.guidance, args.guidance_interval, args.autoguidance)
     sampler = SamplerConfig.for_branch(prompt.unconditional, args.sampler, args.steps, args.eta, args.variance,
                                        args.spacing)
     start = time.time()
@@ -106,6 +111,7 @@ def main(args) -> None:
     conditional = bool(model.num_classes)
     info = samples_info(sampler, prompt, conditional, seed=context.seed, weights=args.weights,
                         unet_fingerprint=model.unet_ckpt.fingerprint, vae_fingerprint=model.vae_ckpt.fingerprint,
+                        guide_fingerprint=None if model.guide_ckpt is None else model.guide_ckpt.fingerprint,
                         device=str(context.device), compiled=context.compile)  # no timings: the file depends on the command alone
     with written_together() as outputs:  # the samples and their pictures appear together, or none of them
         save_samples(out, images, labels, info, outputs)

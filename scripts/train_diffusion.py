@@ -45,6 +45,9 @@ def parser() -> StageParser:
     group.add_argument("--prediction", help=f"what the UNet predicts: {', '.join(PREDICTIONS)}")
     group.add_argument("--min-snr-gamma", type=float, help="min-SNR-γ loss weighting (e.g. 5)")
     group.add_argument("--label-dropout", type=float, help="fraction of labels dropped for guidance, in [0, 1]")
+    group = parser.add_argument_group("the UNet (unset: the preset's value)")
+    group.add_argument("--base-channels", type=positive_int,
+                       help="channels of the first level (a smaller one trains a guide for autoguidance)")
     add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
     parser.add_argument("--ema-power", type=positive_float,
                         help="warm-up power of the weight EMA used for sampling (unset: the preset's)")
@@ -71,7 +74,7 @@ def main(args) -> None:
         fid_every = preset.fid_every if args.fid_every is None else args.fid_every
         quality = (sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images, device)
                    if fid_every else None)
-        trained = train_unet(cache, preset.unet_model, diffusion_config, settings, run_context(args, device),
+        trained = train_unet(cache, with_overrides(preset.unet_model, args, "base_channels"), diffusion_config, settings, run_context(args, device),
                              snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality)
         info = trained.info
         print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "

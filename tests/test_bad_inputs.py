@@ -416,6 +416,20 @@ CASES = {
     "negative seed of the toy script": (
         lambda p, out, tmp, other: ("toy", ["--seed", -1, "--out-dir", out]),
         ["argument --seed: must be in [0, 2**32), got -1"]),
+    "autoguidance without a guide": (
+        lambda p, out, tmp, other: sample(p, out, "--digit", "none", "--autoguidance", 1.5),
+        ["--autoguidance 1.5: needs a guide, a weaker UNet (--guide)"]),
+    "autoguidance below 1": (
+        lambda p, out, tmp, other: sample(p, out, "--guide", ckpt(p, "unet"), "--autoguidance", 0.5),
+        ["--autoguidance 0.5: must be a finite number >= 1"]),
+    "a guide trained on other latents": (
+        lambda p, out, tmp, other: sample(p, out, "--guide", bad_unet(p, tmp, scale_factor=2.0), "--autoguidance", 2),
+        ["bad_unet.safetensors: cannot guide the UNet in", "its scale_factor differ"]),
+    "an output that is the guide": (
+        lambda p, out, tmp, other: ("sample", [*p["models"], *CPU, "--num-samples", 2, "--guide",
+                                               copied(ckpt(p, "unet"), tmp / "g.safetensors"),
+                                               "--out", tmp / "g.safetensors"]),
+        ["g.safetensors: is --guide"]),
     "negative guidance": (
         lambda p, out, tmp, other: sample(p, out, "--digit", 3, "--guidance", -0.5),
         ["--guidance -0.5: must be a finite number >= 0"]),

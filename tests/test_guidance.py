@@ -7,7 +7,7 @@ import math
 import torch
 
 from ldm.diffusion import Diffusion, DiffusionConfig
-from ldm.guidance import drop_labels, guided_model
+from ldm.guidance import autoguided, drop_labels, guided_model
 from ldm.guidance_study import choose
 from ldm.nn import LabelEmbedding
 from ldm.sampling import SamplerConfig, ddim_sample, half_log_snr
@@ -66,6 +66,27 @@ def test_guided_eps_is_the_linear_mix_of_two_passes():
     eps = guided_model(model, labels, 2.5, num_classes=10)(x, t)
     expected = 10 + 2.5 * (labels.float() - 10)
     torch.testing.assert_close(eps.flatten(), expected)
+
+
+def test_autoguidance_extrapolates_from_the_guide_through_the_model_at_the_same_condition():
+    def model(x, t, labels):
+        return x + (0.0 if labels is None else labels.float()[:, None])
+
+    def guide(x, t, labels):
+        return 0.5 * model(x, t, labels) - 1.0
+
+    x, t, labels = torch.randn(5, 1), torch.zeros(5, dtype=torch.long), torch.tensor([0, 1, 2, 3, 10])
+    for weight in (0.0, 1.5, 3.0):
+        for y in (labels, None):
+            expected = guide(x, t, y) + weight * (model(x, t, y) - guide(x, t, y))
+            torch.testing.assert_close(autoguided(model, guide, weight)(x, t, y), expected)
+    assert autoguided(model, guide, 1.0) is model and autoguided(model, None, 2.0) is model
+    # composed with classifier-free guidance: the mix of two autoguided passes
+    auto = autoguided(model, guide, 2.0)
+    cfg = guided_model(auto, labels[:4], 1.5, num_classes=10)(x[:4], t[:4])
+    null = torch.full((4,), 10)
+    torch.testing.assert_close(cfg, auto(x[:4], t[:4], null) + 1.5 * (auto(x[:4], t[:4], labels[:4])
+                                                                       - auto(x[:4], t[:4], null)))
 
 
 def test_guidance_on_an_interval_guides_the_marked_steps_only_at_one_pass_elsewhere():

@@ -178,6 +178,24 @@ def test_training_options_reach_the_checkpoint_and_it_samples(pipeline, tmp_path
                "--num-samples", 4, "--out", tmp_path / "s.safetensors")
 
 
+def test_a_narrow_unet_trained_as_a_guide_autoguides_sampling_and_is_recorded(pipeline, tmp_path):
+    ckpt = pipeline["ckpt"]
+    assert run_inline("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--base-channels", 4,
+                      "--out", tmp_path / "guide.safetensors").returncode == 0
+    assert load_checkpoint(tmp_path / "guide.safetensors", "unet").config["base_channels"] == 4
+    common = ["--unet", ckpt / "unet.safetensors", "--vae", ckpt / "vae.safetensors", *CPU, "--num-samples", 8,
+              "--digit", "none"]
+    for name, extra in (("plain", []), ("auto", ["--guide", tmp_path / "guide.safetensors", "--autoguidance", 2]),
+                        ("self", ["--guide", ckpt / "unet.safetensors", "--autoguidance", 2])):
+        assert run_inline("sample", *common, *extra, "--out", tmp_path / f"{name}.safetensors").returncode == 0
+    plain, auto, itself = (load_samples(tmp_path / f"{name}.safetensors") for name in ("plain", "auto", "self"))
+    assert not torch.equal(auto.images, plain.images)
+    assert torch.equal(itself.images, plain.images)  # guided by itself: D + w (D - D) = D
+    guide = load_checkpoint(tmp_path / "guide.safetensors", "unet")
+    assert auto.info["autoguidance"] == 2.0 and auto.info["guide_fingerprint"] == guide.fingerprint
+    assert auto.name.endswith("no label, autoguidance 2") and plain.info["guide_fingerprint"] is None
+
+
 @pytest.mark.slow
 def test_compiled_unet_computes_what_the_eager_one_does(pipeline, tmp_path):
     """--compile trains and samples (the flag reaches both); and on non-trivial weights (the

@@ -41,6 +41,13 @@ def test_a_prompt_outside_its_domain_is_refused_naming_the_field(digit, guidance
     assert error.value.field == field
 
 
+@pytest.mark.parametrize("weight", [0.5, -1.0, float("inf"), float("nan"), "2"])
+def test_an_autoguidance_weight_below_one_or_not_a_number_is_refused(weight):
+    with pytest.raises(ConfigError) as error:
+        Prompt("none", autoguidance=weight)
+    assert error.value.field == "autoguidance"
+
+
 def test_an_unusual_or_ignored_guidance_is_one_warning():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -52,10 +59,14 @@ def test_an_unusual_or_ignored_guidance_is_one_warning():
 
 def test_a_prompt_names_itself():
     assert [Prompt("any").name(), Prompt("any", 2).name(), Prompt("all").name(), Prompt(7, 2).name(),
-            Prompt(7, 2, (-2, 1.5)).name(), Prompt("none").name(), Prompt("none").name(conditional=False)] == [
+            Prompt(7, 2, (-2, 1.5)).name(), Prompt("none").name(), Prompt("none").name(conditional=False),
+            Prompt("none", autoguidance=1.25).name(), Prompt("none", autoguidance=2).name(conditional=False),
+            Prompt("any", autoguidance=1.5).name(), Prompt(7, 2, autoguidance=1.5).name()] == [
         "random digits", "random digits, guidance 2",
         f"digits 0-9, guidance {PROMPT_GUIDANCE:g} at λ {PROMPT_GUIDANCE_INTERVAL[0]:g}..{PROMPT_GUIDANCE_INTERVAL[1]:g}",
-        "digit 7, guidance 2", "digit 7, guidance 2 at λ -2..1.5", "no label", ""]
+        "digit 7, guidance 2", "digit 7, guidance 2 at λ -2..1.5", "no label", "",
+        "no label, autoguidance 1.25", "autoguidance 2", "random digits, autoguidance 1.5",
+        "digit 7, guidance 2, autoguidance 1.5"]
 
 
 @pytest.mark.parametrize("interval", [(1.0,), (1.0, 2.0, 3.0), (2.0, 1.0), (1.0, 1.0), (0.0, float("inf")),
@@ -112,6 +123,26 @@ def test_the_prompt_reaches_the_unet():
     torch.testing.assert_close(guided, direct, rtol=0, atol=0)
     # and the pipeline's own door: images of two digits from one seed differ
     assert not torch.equal(pipe(4, digit=3, sampler="ddim", steps=3), pipe(4, digit=4, sampler="ddim", steps=3))
+
+
+def test_autoguidance_needs_a_guide_changes_the_samples_and_travels_with_them(tmp_path):
+    pipe, sampler = tiny_pipeline(), SamplerConfig("ddim", 3)
+    with pytest.raises(ConfigError, match="needs a guide"):
+        pipe.prompt("none", autoguidance=1.5)
+    plain = pipe.sample(4, sampler, Prompt("none"))
+    pipe.guide = pipe.unet  # guided by itself: D + w (D - D) = D, exactly
+    assert torch.equal(pipe.sample(4, sampler, Prompt("none", autoguidance=3.0)), plain)
+    torch.manual_seed(1)
+    pipe.guide = UNet(pipe.unet.config).eval()
+    for p in pipe.guide.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    prompt = pipe.prompt("none", autoguidance=1.5)
+    guided = pipe.sample(4, sampler, prompt)
+    assert not torch.equal(guided, plain)
+    assert torch.equal(pipe.sample(4, sampler, Prompt("none", autoguidance=1.0)), plain)
+    assert torch.equal(guided, pipe(4, digit="none", autoguidance=1.5, sampler="ddim", steps=3))
+    save_samples(tmp_path / "s.safetensors", guided, None, samples_info(sampler, prompt, True, vae_fingerprint="v"))
+    assert load_samples(tmp_path / "s.safetensors").name == "DDIM-3, no label, autoguidance 1.5"
 
 
 def test_reading_samples_of_an_unusual_scale_is_quiet(tmp_path):

@@ -49,7 +49,7 @@ CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion sample evaluate bench samplers guidance lengths recipes toy test test-fast clean FORCE
+.PHONY: all install data classifier vae latents diffusion guide sample evaluate bench samplers guidance lengths recipes toy test test-fast clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -60,6 +60,7 @@ classifier: $(CKPT)/classifier.safetensors
 vae: $(CKPT)/vae.safetensors
 latents: $(CKPT)/latents.safetensors
 diffusion: $(CKPT)/unet.safetensors
+guide: $(CKPT)/guide.safetensors
 SAMPLES := $(CKPT)/samples_default.safetensors $(CKPT)/samples_nolabel.safetensors $(CKPT)/samples_digits.safetensors
 sample: $(SAMPLES)
 evaluate: $(REPORTS)/fid.json
@@ -105,17 +106,25 @@ $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safeten
 	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) --out $@ \
 		--data-dir $(DATA) --classifier $(CKPT)/classifier.safetensors --vae $(CKPT)/vae.safetensors $(call CURVES,unet)
 
+# The guide: a narrower UNet trained for less on the same latents, which autoguides sampling
+# (ldm/guidance.py; the preset's guide settings)
+$(CKPT)/guide.safetensors: $(CKPT)/latents.safetensors
+	$(LAUNCH) scripts.train_diffusion --as-guide --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) \
+		--fid-every 0 --out $@ $(call CURVES,guide)
+
 # The default sampler of each branch (ldm/sampling.py: SamplerConfig.for_branch, chosen by `make
 # samplers`) on the three prompts: random digits, the "no label" branch, and digits 0-9 in turn at
-# the default guidance (ldm/prompt.py), with a picture of the denoising chain.
-$(CKPT)/samples_default.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --num-samples $(N) $(COMMON) $(DENOISER) --out $@
+# the default guidance and autoguidance of a model with a guide (ldm/prompt.py), with a picture of
+# the denoising chain.
+SAMPLE := $(LAUNCH) scripts.sample --guide $(CKPT)/guide.safetensors --num-samples $(N) $(COMMON) $(DENOISER)
+$(CKPT)/samples_default.safetensors: $(CKPT)/unet.safetensors $(CKPT)/guide.safetensors $(CKPT)/samples-settings.txt
+	$(SAMPLE) --out $@
 
-$(CKPT)/samples_nolabel.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --digit none --num-samples $(N) $(COMMON) $(DENOISER) --out $@
+$(CKPT)/samples_nolabel.safetensors: $(CKPT)/unet.safetensors $(CKPT)/guide.safetensors $(CKPT)/samples-settings.txt
+	$(SAMPLE) --digit none --out $@
 
-$(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/samples-settings.txt
-	$(LAUNCH) scripts.sample --digit all --strip --num-samples $(N) $(COMMON) $(DENOISER) --out $@
+$(CKPT)/samples_digits.safetensors: $(CKPT)/unet.safetensors $(CKPT)/guide.safetensors $(CKPT)/samples-settings.txt
+	$(SAMPLE) --digit all --strip --out $@
 
 $(REPORTS)/toy/toy.json: $(VENV)/.installed
 	$(RUN) scripts.toy --seed $(SEED) --out-dir $(REPORTS)/toy

@@ -31,6 +31,7 @@ WEIGHTS = ("ema", "raw")
 # draws its noise from (seed, i), so the same seed gives the same images only at the same batch
 # size. 500 rather than 2000 is ~35% faster on 2 CPU cores.
 BATCH_SIZE = 500
+GUIDE_NAME = "guide.safetensors"  # the guide `make all` trains, beside the UNet
 
 
 def unet_info_problem(info: dict, num_classes: int) -> str | None:
@@ -48,6 +49,17 @@ def unet_info_problem(info: dict, num_classes: int) -> str | None:
             and all(is_number(f) and f >= 0 for f in frequencies) and sum(frequencies) > 0):
         return f"label frequencies {frequencies!r}, expected {num_classes} numbers >= 0, not all zero"
     return None
+
+
+def resolve_guide(unet_path: str | os.PathLike, guide_path: str | os.PathLike | None) -> Path | None:
+    """The guide a UNet samples with: "auto" is GUIDE_NAME beside the UNet when there is one,
+    "none" or None no guide, anything else that path."""
+    if guide_path in (None, "none"):
+        return None
+    if guide_path == "auto":
+        beside = Path(unet_path).with_name(GUIDE_NAME)
+        return beside if beside.is_file() and beside != Path(unet_path) else None
+    return Path(guide_path)
 
 
 def load_guide(path: str | os.PathLike, unet: UNet, unet_ckpt: Checkpoint,
@@ -92,12 +104,13 @@ class LatentDiffusion:
 
     @classmethod
     def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device | str = "auto",
-             weights: str = "ema", compile: bool = False, guide_path: str | os.PathLike | None = None,
+             weights: str = "ema", compile: bool = False, guide_path: str | os.PathLike | None = "auto",
              ) -> "LatentDiffusion":
         """Load both models and check that the UNet was trained on latents of this very VAE;
-        `weights` "ema" (for sampling) or "raw"; with `compile`, sample through torch.compile(UNet);
-        with `guide_path`, a weaker UNet for autoguidance (its EMA weights), which must have been
-        trained for the same process on the same latents."""
+        `weights` "ema" (for sampling) or "raw"; with `compile`, sample through torch.compile(UNet).
+        `guide_path`: a weaker UNet for autoguidance (its EMA weights), which must have been trained
+        for the same process on the same latents; "auto" (the default) takes GUIDE_NAME beside the
+        UNet when there is one, as `make all` writes it; None, no guide."""
         check_choice("weights", weights, WEIGHTS)
         device = resolve_device(device) if isinstance(device, str) else device
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
@@ -111,6 +124,7 @@ class LatentDiffusion:
             raise LdmError(f"{unet_ckpt.path}: takes {unet.config.in_channels} latent channels, the VAE in "
                            f"{vae_ckpt.path} makes {vae.config.latent_channels}")
         diffusion = Diffusion(build_config(DiffusionConfig, unet_ckpt.info["diffusion"], unet_ckpt.path))
+        guide_path = resolve_guide(unet_path, guide_path)
         guide, guide_ckpt = (None, None) if guide_path is None else load_guide(guide_path, unet, unet_ckpt, device)
         return cls(unet, vae, diffusion, float(unet_ckpt.info["scale_factor"]), unet_ckpt.info.get("label_frequencies"),
                    unet_ckpt, vae_ckpt, torch.compile(unet) if compile else None, guide, guide_ckpt)
@@ -118,7 +132,8 @@ class LatentDiffusion:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike = "checkpoints", device: torch.device | str = "auto",
                         weights: str = "ema", compile: bool = False) -> "LatentDiffusion":
-        """The UNet and VAE that `make all` writes into `folder` (unet.safetensors, vae.safetensors)."""
+        """The UNet and VAE that `make all` writes into `folder` (unet.safetensors, vae.safetensors),
+        and its guide (guide.safetensors) when there is one."""
         folder = Path(folder)
         return cls.load(folder / "unet.safetensors", folder / "vae.safetensors", device, weights, compile)
 
@@ -136,7 +151,8 @@ class LatentDiffusion:
         UNet and "none" for an unconditional one, which refuses any other; autoguidance needs a
         guide."""
         try:
-            prompt = Prompt.for_model(digit, guidance, bool(self.num_classes), guidance_interval, autoguidance)
+            prompt = Prompt.for_model(digit, guidance, bool(self.num_classes), guidance_interval, autoguidance,
+                                      guided=self.guide is not None)
         except ConfigError:  # a setting, named by its field
             raise
         except LdmError as e:  # this model cannot take the prompt

@@ -15,7 +15,9 @@ unprompted samples came from the "no label" branch, which learns only from the d
 with random-digit prompts 20% and 50% measured within noise of each other, and the branch still
 does the guiding. Sampling settings (sampler, steps, batch size) are not a preset's: each has one
 default, in sampling.py and pipeline.py, for the API and the scripts alike. A UNet takes as many
-input channels as the latents it is trained on have.
+input channels as the latents it is trained on have. The guide, a weaker UNet that autoguides
+sampling (guidance.autoguided), is half as wide and trained an eighth as long: of the guides
+tried on `make all`'s UNet (docs/results.md, "Autoguidance"), it improved "no label" the most.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Preset:
     unet: TrainSettings
     vae_model: VAEConfig
     unet_model: UNetConfig
+    guide: TrainSettings  # the guide UNet, for autoguidance
+    guide_model: UNetConfig
     bench: BenchSettings
     fid_every: int  # steps between FIDs of the UNet's samples during training (0: none)
     fid_images: int  # images per FID during training, from the default sampler
@@ -60,6 +64,8 @@ PRESETS = {
         unet=TrainSettings(steps=4500, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=1000),
         vae_model=VAEConfig(latent_channels=4, channels=(32, 64), beta=0.1),
         unet_model=UNetConfig(base_channels=48, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
+        guide=TrainSettings(steps=560, batch_size=256, lr=1e-3, warmup_steps=200, validate_every=560),
+        guide_model=UNetConfig(base_channels=24, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         bench=BenchSettings(images=2000, ddpm1000_images=1000, train_steps=1000), fid_every=1000, fid_images=1000,
     ),
     "gpu": Preset(
@@ -69,6 +75,8 @@ PRESETS = {
         unet=TrainSettings(steps=60_000, batch_size=512, lr=5e-4, warmup_steps=1000, validate_every=5000),
         vae_model=VAEConfig(latent_channels=4, channels=(64, 128), beta=0.1),
         unet_model=UNetConfig(base_channels=128, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
+        guide=TrainSettings(steps=7500, batch_size=512, lr=5e-4, warmup_steps=1000, validate_every=2500),
+        guide_model=UNetConfig(base_channels=64, channel_mult=(1, 2), num_res_blocks=2, num_classes=10),
         bench=BenchSettings(images=10_000, ddpm1000_images=10_000, train_steps=20_000), fid_every=5000,
         fid_images=5000,
     ),
@@ -79,6 +87,8 @@ PRESETS = {
         unet=TrainSettings(steps=3, batch_size=16, lr=1e-3, validate_every=2),
         vae_model=VAEConfig(latent_channels=2, channels=(8, 8), beta=0.1),
         unet_model=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
+        guide=TrainSettings(steps=2, batch_size=16, lr=1e-3, validate_every=2),
+        guide_model=UNetConfig(base_channels=4, channel_mult=(1, 2), num_res_blocks=1, num_classes=10),
         bench=BenchSettings(images=16, ddpm1000_images=8, train_steps=3), fid_every=0, fid_images=16,
     ),
 }

@@ -29,8 +29,8 @@ from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.launch import run
 from ldm.outputs import check_disk_space, written_together
-from ldm.pipeline import BATCH_SIZE, WEIGHTS, LatentDiffusion
-from ldm.prompt import PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
+from ldm.pipeline import BATCH_SIZE, GUIDE_NAME, WEIGHTS, LatentDiffusion, resolve_guide
+from ldm.prompt import GUIDED_AUTOGUIDANCE, GUIDED_PROMPT_GUIDANCE, PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
 from ldm.samples import row_name, samples_info, save_samples
 from ldm.sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, ETA_SAMPLERS, SAMPLERS, SPACINGS, UNCONDITIONAL_DEFAULTS,
                           VARIANCES, SamplerConfig)
@@ -69,10 +69,15 @@ def parser() -> StageParser:
     group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
                             "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
-    group.add_argument("--guide", help="a weaker UNet trained on the same latents (smaller, shorter), to autoguide "
-                                       "with (Karras et al. 2024); any --digit, 'none' included")
+    group.add_argument("--guide", default="auto",
+                       help="a weaker UNet trained on the same latents (narrower, shorter: `train_diffusion "
+                            f"--as-guide`), to autoguide with (Karras et al. 2024); 'auto': {GUIDE_NAME} beside "
+                            "--unet if there is one, as `make all` trains it; 'none': no guide")
     group.add_argument("--autoguidance", type=float,
-                       help="autoguidance weight w >= 1, with --guide: D_guide + w (D - D_guide) (unset: 1, none)")
+                       help="autoguidance weight w >= 1: D_guide + w (D - D_guide) (unset with a guide: "
+                            + ", ".join(f"{k} {v:g}" for k, v in GUIDED_AUTOGUIDANCE.items())
+                            + f", and digits at guidance {GUIDED_PROMPT_GUIDANCE:g} on the same interval; "
+                            "without: 1, none)")
     group = parser.add_argument_group("output")
     group.add_argument("--num-samples", dest="num_images", type=positive_int, default=64, help="images to generate")
     group.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
@@ -93,6 +98,7 @@ def main(args) -> None:
     if out.suffix != ".safetensors":
         raise LdmError(f"--out {out}: must end in .safetensors")
     grid, strip_path = out.with_suffix(".png"), out.with_name(f"{out.stem}_process.png")
+    args.guide = resolve_guide(args.unet, args.guide)  # a file, so that no output may replace it
     check_outputs(args, out, grid, *([strip_path] if args.strip else []))
     check_disk_space(out, args.num_images * SAMPLE_BYTES, f"{args.num_images} images and labels")
     context = run_context(args)

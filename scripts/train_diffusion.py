@@ -11,7 +11,11 @@ timestep range), the same on held-out test latents at fixed timesteps and noise,
 --fid-every steps the FID of --fid-images samples of the EMA weights (default sampler), which
 needs the classifier, the VAE and the MNIST test set.
 
+With --as-guide it trains the preset's guide instead, the weaker UNet that autoguides sampling
+(guidance.autoguided): narrower, trained for less, on the same latents.
+
     python -m scripts.train_diffusion --data-dir ../shared/data/mnist
+    python -m scripts.train_diffusion --as-guide --fid-every 0 --out checkpoints/guide.safetensors
     python -m scripts.train_diffusion --preset smoke --out /tmp/u.safetensors   # seconds (no FID)
 """
 
@@ -46,8 +50,9 @@ def parser() -> StageParser:
     group.add_argument("--min-snr-gamma", type=float, help="min-SNR-γ loss weighting (e.g. 5)")
     group.add_argument("--label-dropout", type=float, help="fraction of labels dropped for guidance, in [0, 1]")
     group = parser.add_argument_group("the UNet (unset: the preset's value)")
-    group.add_argument("--base-channels", type=positive_int,
-                       help="channels of the first level (a smaller one trains a guide for autoguidance)")
+    group.add_argument("--as-guide", action="store_true",
+                       help="train the preset's guide for autoguidance instead: a narrower UNet, trained for less")
+    group.add_argument("--base-channels", type=positive_int, help="channels of the first level")
     add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
     parser.add_argument("--ema-power", type=positive_float,
                         help="warm-up power of the weight EMA used for sampling (unset: the preset's)")
@@ -69,17 +74,19 @@ def main(args) -> None:
         monitor = files.monitor(args.tensorboard)
         diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
                                           "min_snr_gamma", "label_dropout")
-        settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power", "validate_every")
+        settings = with_overrides(preset.guide if args.as_guide else preset.unet, args, "steps", "batch_size",
+                                  "ema_power", "validate_every")
+        unet_config = with_overrides(preset.guide_model if args.as_guide else preset.unet_model, args, "base_channels")
         cache = load_latent_cache(args.latents, device)
         fid_every = preset.fid_every if args.fid_every is None else args.fid_every
         quality = (sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images, device)
                    if fid_every else None)
-        trained = train_unet(cache, with_overrides(preset.unet_model, args, "base_channels"), diffusion_config, settings, run_context(args, device),
+        trained = train_unet(cache, unet_config, diffusion_config, settings, run_context(args, device),
                              snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality)
         info = trained.info
         print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
               f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
-        info.update(preset=preset.name, latents=str(args.latents))
+        info.update(preset=preset.name, latents=str(args.latents), guide=args.as_guide)
         with written_together() as outputs:  # the checkpoint and its curves appear together
             trained.save(files.checkpoint, outputs)
             files.draw_curves("diffusion", outputs)

@@ -11,7 +11,7 @@ from ldm.data import NUM_CLASSES
 from ldm.diffusion import Diffusion, DiffusionConfig
 from ldm.errors import ConfigError, LdmError
 from ldm.pipeline import LatentDiffusion
-from ldm.prompt import PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL, Prompt
+from ldm.prompt import GUIDED_AUTOGUIDANCE, GUIDED_PROMPT_GUIDANCE, PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL, Prompt
 from ldm.samples import load_samples, samples_info, save_samples
 from ldm.sampling import SamplerConfig
 from ldm.unet import UNet, UNetConfig
@@ -39,6 +39,19 @@ def test_a_prompt_outside_its_domain_is_refused_naming_the_field(digit, guidance
     with pytest.raises(ConfigError) as error:
         Prompt(digit, guidance)
     assert error.value.field == field
+
+
+def test_a_model_with_a_guide_fills_unset_settings_with_the_guided_defaults():
+    def guided(digit, guidance=None, interval=None, autoguidance=None):
+        return Prompt.for_model(digit, guidance, True, interval, autoguidance, guided=True)
+    assert guided("none") == Prompt("none", autoguidance=GUIDED_AUTOGUIDANCE["none"])
+    assert guided(None) == Prompt("any", autoguidance=GUIDED_AUTOGUIDANCE["any"])
+    for digit in ("all", 7, "7"):
+        assert guided(digit) == Prompt(digit, GUIDED_PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL,
+                                       GUIDED_AUTOGUIDANCE["digits"])
+    # what is given is kept: a scale alone guides every step, as without a guide
+    assert guided(3, 2.0, None, 1.0) == Prompt(3, 2.0, None, 1.0)
+    assert Prompt.for_model("all", None, True) == Prompt("all")  # no guide: the plain defaults
 
 
 @pytest.mark.parametrize("weight", [0.5, -1.0, float("inf"), float("nan"), "2"])

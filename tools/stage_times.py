@@ -17,6 +17,7 @@ STAGES = {
     "VAE": ["checkpoints/vae.safetensors", "reports/vae_curves.png"],
     "latents": ["checkpoints/latents.safetensors"],
     "UNet": ["checkpoints/unet.safetensors", "reports/unet_curves.png"],
+    "guide": ["checkpoints/guide.safetensors", "reports/guide_curves.png"],
     "samples: random digits": ["checkpoints/samples_default.safetensors", "checkpoints/samples_default.png"],
     "samples: no label": ["checkpoints/samples_nolabel.safetensors", "checkpoints/samples_nolabel.png"],
     "samples: digits 0-9": ["checkpoints/samples_digits.safetensors", "checkpoints/samples_digits_process.png"],

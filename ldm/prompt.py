@@ -37,7 +37,7 @@ PROMPT_GUIDANCE_INTERVAL = (-2.0, 2.0)
 # prompts a milder classifier-free guidance on the same interval. Measured on `make all`'s UNet
 # with its guide (docs/results.md, "Autoguidance"; paired, 2 seeds): the lowest FID of the settings
 # tried, digits at >= 99% recognised at every seed. Random digits gained nothing beyond the noise.
-GUIDED_AUTOGUIDANCE = {"none": 1.25, "any": 1.0, "digits": 1.25}
+GUIDED_AUTOGUIDANCE = {"none": 1.25, "any": 1.0, "digits": 1.5}
 GUIDED_PROMPT_GUIDANCE = 1.25
 # Scales in use run from 1 to about 10 (`make bench` measures 1-4); far above, the guided ε̂ is
 # the difference of two predictions blown up, and the samples are saturated noise.

@@ -3,7 +3,8 @@
 #   make test                              the test suite (make test-fast: without the slow tests)
 #   make bench DATA=../shared/data/mnist   sampler / guidance / training study (after `make all`: ~43 min on 2 CPU cores)
 #   make samplers DATA=../shared/data/mnist FID against model evaluations for DDIM and DPM-Solver++ (after `make all`)
-#   make guidance DATA=../shared/data/mnist FID and recognition of digits 0-9 by guidance scale and interval
+#   make guidance DATA=../shared/data/mnist FID and recognition of digits 0-9 by guidance scale, interval and
+#                                          autoguidance weight, and of "no label" by autoguidance weight
 #                                          (after `make all`)
 #   make lengths DATA=../shared/data/mnist  FID against UNet training steps (after `make all`)
 #   make recipes DATA=../shared/data/mnist  UNet training recipes at equal wall-clock (after `make all`;
@@ -138,8 +139,8 @@ $(REPORTS)/bench.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 $(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.samplers --data-dir $(DATA) $(COMMON) $(DENOISER) --out-dir $(REPORTS)
 
-$(REPORTS)/guidance.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
-	$(RUN) scripts.guidance --data-dir $(DATA) $(COMMON) $(DENOISER) --out-dir $(REPORTS)
+$(REPORTS)/guidance.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors $(CKPT)/guide.safetensors
+	$(RUN) scripts.guidance --data-dir $(DATA) --guide $(CKPT)/guide.safetensors $(COMMON) $(DENOISER) --out-dir $(REPORTS)
 
 $(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --precision $(PRECISION) --out-dir $(REPORTS) \

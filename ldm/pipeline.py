@@ -104,13 +104,14 @@ class LatentDiffusion:
 
     @classmethod
     def load(cls, unet_path: str | os.PathLike, vae_path: str | os.PathLike, device: torch.device | str = "auto",
-             weights: str = "ema", compile: bool = False, guide_path: str | os.PathLike | None = "auto",
+             weights: str = "ema", compile: bool = False, guide_path: str | os.PathLike | None = None,
              ) -> "LatentDiffusion":
         """Load both models and check that the UNet was trained on latents of this very VAE;
         `weights` "ema" (for sampling) or "raw"; with `compile`, sample through torch.compile(UNet).
         `guide_path`: a weaker UNet for autoguidance (its EMA weights), which must have been trained
-        for the same process on the same latents; "auto" (the default) takes GUIDE_NAME beside the
-        UNet when there is one, as `make all` writes it; None, no guide."""
+        for the same process on the same latents; "auto" takes GUIDE_NAME beside the UNet when there
+        is one, as `make all` writes it (what `from_pretrained` and scripts/sample.py do); None (the
+        default, which the studies keep), no guide."""
         check_choice("weights", weights, WEIGHTS)
         device = resolve_device(device) if isinstance(device, str) else device
         unet, unet_ckpt = load_model(unet_path, UNet, device, prefix="" if weights == "ema" else "raw/")
@@ -135,7 +136,7 @@ class LatentDiffusion:
         """The UNet and VAE that `make all` writes into `folder` (unet.safetensors, vae.safetensors),
         and its guide (guide.safetensors) when there is one."""
         folder = Path(folder)
-        return cls.load(folder / "unet.safetensors", folder / "vae.safetensors", device, weights, compile)
+        return cls.load(folder / "unet.safetensors", folder / "vae.safetensors", device, weights, compile, "auto")
 
     @property
     def num_classes(self) -> int:

@@ -1,7 +1,8 @@
 """Guidance study (`make guidance`): classifier-free guidance on every step against guidance on an
 interval of noise levels only (Kynkäänniemi et al. 2024), at several scales, on digits 0-9 with
-the default sampler; FID and recognition of each, several seeds from the same noise. Run it
-after `make all`: it reads the classifier, VAE and UNet from checkpoints/ (ldm/guidance_study.py
+the default sampler, and with a guide each at several autoguidance weights (Karras et al. 2024),
+"no label" too; FID and recognition of each, several seeds from the same noise. Run it after
+`make all`: it reads the classifier, VAE, UNet and guide from checkpoints/ (ldm/guidance_study.py
 describes the study and how it chooses).
 
 Writes reports/guidance.json, reports/guidance.md and reports/guidance.png (FID against
@@ -9,6 +10,7 @@ recognition).
 
     python -m scripts.guidance --data-dir ../shared/data/mnist                     # 5,000 images, seeds 0 1
     python -m scripts.guidance --data-dir ../shared/data/mnist --scales 2 3 --interval -2 2 --interval 0 4
+    python -m scripts.guidance --data-dir ../shared/data/mnist --scales 1.25 --interval -2 2 --autoguidance 1 1.25 1.5
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data
                      add_runtime_args, add_study_dirs, check_outputs, positive_float, scored_images, seed)
 from ldm.data import load_mnist_splits
 from ldm.errors import LdmError
-from ldm.guidance_study import INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
+from ldm.guidance_study import AUTOGUIDANCE, INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
 from ldm.launch import run
-from ldm.pipeline import LatentDiffusion
+from ldm.pipeline import GUIDE_NAME, LatentDiffusion, resolve_guide
 from ldm.runtime import resolve_device
 from ldm.sampling import SamplerConfig
 
@@ -41,6 +43,13 @@ def parser() -> StageParser:
                         help="guide only where λ = log(α/σ) is in [LOW, HIGH]; repeat for several (unset: "
                              + ", ".join("{:g} {:g}".format(*i) for i in INTERVALS) + "); guidance on every step "
                              "is always measured")
+    parser.add_argument("--guide", default="auto",
+                        help=f"the guide to autoguide with ('auto': {GUIDE_NAME} beside --unet if there is one; "
+                             "'none')")
+    parser.add_argument("--autoguidance", type=float, nargs="+",
+                        help="autoguidance weights, each with every scale and interval, and the \"no label\" "
+                             "branch at each (needs a guide; unset: " + " ".join(f"{w:g}" for w in AUTOGUIDANCE)
+                             + " with a guide, else 1)")
     add_study_dirs(parser, "guidance")
     add_runtime_args(parser)
     add_compile_arg(parser)
@@ -50,13 +59,17 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     out_dir = Path(args.out_dir)
+    args.guide = resolve_guide(args.unet, args.guide)  # a file, so that no output may replace it
     check_outputs(args, out_dir / "guidance.json")
     device = resolve_device(args.device)
-    model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile)
+    model = LatentDiffusion.load(args.unet, args.vae, device, compile=args.compile, guide_path=args.guide)
     if not model.num_classes:
         raise LdmError(f"{args.unet}: this UNet is unconditional; there is no guidance to study")
     intervals = [None, *(INTERVALS if args.guidance_interval is None else map(tuple, args.guidance_interval))]
-    prompts = settings(args.guidance, intervals)  # checked as every Prompt is
+    weights = args.autoguidance or (AUTOGUIDANCE if model.guide is not None else [1.0])
+    prompts = settings(args.guidance, intervals, tuple(dict.fromkeys(weights)))
+    for prompt in prompts:  # checked as every Prompt is, and against the model
+        model.prompt(prompt.digit, prompt.guidance, prompt.guidance_interval, prompt.autoguidance)
     classifier, _ = load_model(args.classifier, Classifier, device)
     (train_images, _), (test_images, _) = load_mnist_splits(args.data_dir)
     report = run_guidance_study(model, classifier, train_images, test_images, num_images=args.num_images, prompts=prompts,

@@ -313,19 +313,29 @@ def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path,
 @pytest.mark.slow
 def test_guidance_study_scores_every_setting_and_chooses_among_the_recognisable(pipeline, tmp_path, default_precision):
     ckpt = pipeline["ckpt"]
+    assert run_inline("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--as-guide",
+                      "--out", tmp_path / "guide.safetensors").returncode == 0
     run_script("guidance", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
-               *pipeline["models"], *CPU, "--num-images", 20, "--seeds", 0, 1,
-               "--scales", 2, "--interval", -2, 2, "--out-dir", tmp_path)
+               *pipeline["models"], *CPU, "--num-images", 20, "--seeds", 0, 1, "--scales", 2, "--interval", -2, 2,
+               "--guide", tmp_path / "guide.safetensors", "--autoguidance", 1, 1.5, "--out-dir", tmp_path)
     report = json.loads((tmp_path / "guidance.json").read_text())
-    assert [(r["guidance"], r["interval"]) for r in report["rows"]] == [(1.0, None), (2.0, None), (2.0, [-2.0, 2.0])]
+    assert [(r["digit"], r["guidance"], r["interval"], r["autoguidance"]) for r in report["rows"]] == [
+        ("all", 1.0, None, 1.0), ("all", 2.0, None, 1.0), ("all", 2.0, [-2.0, 2.0], 1.0),
+        ("all", 2.0, None, 1.5), ("all", 2.0, [-2.0, 2.0], 1.5), ("none", None, None, 1.0), ("none", None, None, 1.5)]
     # each cell is what the pipeline samples with that prompt and seed, scored independently here
-    fid, pipe = fid_of_test_set(pipeline), LatentDiffusion.from_pretrained(ckpt, device="cpu")
+    fid = fid_of_test_set(pipeline)
+    pipe = LatentDiffusion.load(ckpt / "unet.safetensors", ckpt / "vae.safetensors", "cpu",
+                                guide_path=tmp_path / "guide.safetensors")
     for seed in (0, 1):
-        images = pipe(20, digit="all", guidance=2.0, guidance_interval=(-2, 2), seed=seed)
-        assert report["rows"][2]["fids"][seed] == pytest.approx(fid(images), rel=1e-9)
-    recognisable = [r for r in report["rows"] if min(r["recognised"]) >= 0.99]
+        images = pipe(20, digit="all", guidance=2.0, guidance_interval=(-2, 2), autoguidance=1.5, seed=seed)
+        assert report["rows"][4]["fids"][seed] == pytest.approx(fid(images), rel=1e-9)
+        assert report["rows"][6]["fids"][seed] == pytest.approx(fid(pipe(20, digit="none", autoguidance=1.5,
+                                                                          seed=seed)), rel=1e-9)
+    recognisable = [r for r in report["rows"][:5] if min(r["recognised"]) >= 0.99]
     assert report["chosen"] == (min(recognisable, key=lambda r: r["fid_mean"]) if recognisable else None)
-    assert (tmp_path / "guidance.png").stat().st_size > 0 and "λ -2..2" in (tmp_path / "guidance.md").read_text()
+    assert report["chosen_no_label"] == min(report["rows"][5:], key=lambda r: r["fid_mean"])
+    table = (tmp_path / "guidance.md").read_text()
+    assert (tmp_path / "guidance.png").stat().st_size > 0 and "λ -2..2" in table and "| no label | — |" in table
 
 
 @pytest.mark.slow

@@ -110,7 +110,7 @@ def guidance_markdown(report: dict) -> str:
     for r in report["rows"]:
         no_label = r["digit"] == "none"
         guidance = "—" if no_label else f"{r['guidance']:g}"
-        recognised = "—" if no_label else f"{min(r['recognised']):.1%}-{max(r['recognised']):.1%}"
+        recognised = "—" if no_label else f"{min(r['recognised']):.2%}-{max(r['recognised']):.2%}"
         lines.append(f"| {'no label' if no_label else 'digits 0-9'} | {guidance} | "
                      f"{'—' if no_label else interval_label(r['interval'])} | {r['autoguidance']:g} | "
                      f"{r['fid_mean']:.3f} | {' / '.join(f'{f:.3f}' for f in r['fids'])} | {r['recall_mean']:.3f} | "

@@ -34,9 +34,10 @@ PROMPT_GUIDANCE = 1.35
 PROMPT_GUIDANCE_INTERVAL = (-2.0, 2.0)
 # A model with a guide (a weaker UNet of the same run, guidance.autoguided) samples prompts whose
 # settings are not given with these instead: the autoguidance weight of each branch, and for digit
-# prompts a milder classifier-free guidance on the same interval. Measured on `make all`'s UNet
-# with its guide (docs/results.md, "Autoguidance"; paired, 2 seeds): the lowest FID of the settings
-# tried, digits at >= 99% recognised at every seed. Random digits gained nothing beyond the noise.
+# prompts a milder classifier-free guidance on the same interval: the choices of `make guidance`
+# on `make all`'s UNet with its guide (docs/results.md, "With a guide"; paired, 2 seeds), the
+# lowest FID, digits at >= 99% recognised at every seed. Random digits are not autoguided (not
+# yet measured).
 GUIDED_AUTOGUIDANCE = {"none": 1.25, "any": 1.0, "digits": 1.5}
 GUIDED_PROMPT_GUIDANCE = 1.25
 # Scales in use run from 1 to about 10 (`make bench` measures 1-4); far above, the guided ε̂ is

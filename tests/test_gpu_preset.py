@@ -36,6 +36,8 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path):
 
     with runtime.precision_policy("bf16"):  # what CUDA runs
         unet = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), RUN)
+        guide = train_unet(cache, gpu.guide_model, gpu.diffusion, two_steps(gpu.guide), RUN)
+    assert guide.model.config.base_channels == gpu.guide_model.base_channels
     assert unet.info["precision"] == "bf16"
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in unet.raw_model.parameters())  # fp32
     assert torch.isfinite(torch.tensor(unet.info["final_loss"]["loss"]))
@@ -48,10 +50,11 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path):
     dtypes = set()
     ema.input_conv.register_forward_hook(lambda module, args, output: dtypes.add(output.dtype))
 
-    def sample(seed: int = 0):
+    def sample(seed: int = 0, autoguidance: float = 1.0):
         shape, prompts = (4, *vae.latent_shape), torch.arange(4)
         z = Diffusion(gpu.diffusion).sample(ema, shape, SamplerConfig("ddim", 3), labels=prompts, guidance=1.5,
-                                            num_classes=10, generator=torch.Generator().manual_seed(seed))
+                                            num_classes=10, guide=guide.model, autoguidance=autoguidance,
+                                            generator=torch.Generator().manual_seed(seed))
         return vae.decode(z.float() / cache.scale_factor)
 
     with torch.no_grad():
@@ -62,6 +65,9 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path):
         fp32, other_noise = sample(), sample(seed=1)
         assert dtypes == {torch.float32}
     assert bf16.shape == (4, 1, 28, 28) and torch.isfinite(bf16).all()
+    with torch.no_grad(), runtime.precision_policy("bf16"):
+        autoguided = sample(autoguidance=1.5)  # the guide's pass runs too, and moves the samples
+    assert torch.isfinite(autoguided).all() and not torch.allclose(autoguided, bf16)
     # bf16 keeps 8 of fp32's 24 bits of mantissa: its rounding must move the images far less than
     # other noise does (a tenth), else the bf16 path computes something else
     assert (bf16 - fp32).abs().mean() < 0.1 * (other_noise - fp32).abs().mean()

@@ -107,7 +107,7 @@ $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safeten
 	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) --out $@ \
 		--data-dir $(DATA) --classifier $(CKPT)/classifier.safetensors --vae $(CKPT)/vae.safetensors $(call CURVES,unet)
 
-# The guide: a narrower UNet trained for less on the same latents, which autoguides sampling
+# The guide: the UNet trained an eighth as long on the same latents, which autoguides sampling
 # (ldm/guidance.py; the preset's guide settings)
 $(CKPT)/guide.safetensors: $(CKPT)/latents.safetensors
 	$(LAUNCH) scripts.train_diffusion --as-guide --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) \

@@ -12,10 +12,11 @@ from typing import Callable
 import torch
 
 from .data import FILE_STEMS, SAMPLE_BYTES, default_data_dir, find_idx_file
-from .errors import ConfigError, LdmError
+from .errors import LdmError
 from .outputs import check_writable
+from .pipeline import GUIDE_NAME
 from .presets import Preset, get_preset
-from .runtime import DEVICES, PRECISIONS, RunContext, check_fits_in_memory, resolve_device
+from .runtime import DEVICES, PRECISIONS, RunContext, memory_problem, resolve_device
 
 
 class UsageError(LdmError):
@@ -66,10 +67,9 @@ def at_least(minimum: int, why: str, bytes_each: int) -> Callable[[str], int]:
         value = positive_int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum} ({why}), got {value}")
-        try:
-            check_fits_in_memory("count", value, value * bytes_each)
-        except ConfigError as e:
-            raise argparse.ArgumentTypeError(f"{value} {e.reason}") from e
+        problem = memory_problem(value * bytes_each)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{value} {problem}")
         return value
     return parse
 
@@ -157,6 +157,15 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, *stages: str) -> None:
     """--classifier, --vae, --unet, --latents: the files `make all` writes into checkpoints/."""
     for stage in stages:
         parser.add_argument(f"--{stage}", default=f"checkpoints/{stage}.safetensors", help=CHECKPOINTS[stage])
+
+
+def add_guide_arg(parser) -> None:
+    """--guide: the weaker UNet that autoguides sampling; resolve it with `pipeline.resolve_guide`
+    before `check_outputs`, so that no output may replace it."""
+    parser.add_argument("--guide", default="auto",
+                        help="a weaker UNet trained on the same latents (`train_diffusion --as-guide`: the same "
+                             "UNet trained for less) to autoguide with (Karras et al. 2024); 'auto': "
+                             f"{GUIDE_NAME} beside --unet if there is one, as `make all` trains it; 'none': no guide")
 
 
 def add_preset_arg(parser: argparse.ArgumentParser) -> None:

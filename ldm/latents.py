@@ -136,14 +136,18 @@ def scale_factor_problem(scale) -> str | None:
     return None
 
 
+def shape_name(shape) -> str:
+    """A latent's C x H x W as messages write it: "4x7x7"."""
+    return "x".join(map(str, shape))
+
+
 def check_cache_fits_vae(path: str | os.PathLike, cache: LatentCache, vae: VAE, vae_ckpt: Checkpoint,
                          remedy: str) -> None:
     """Refuse a latent cache made by another VAE than `vae`, or whose latents it could not decode."""
     check_made_with_vae(path, cache.vae_fingerprint, vae_ckpt, remedy)
     if cache.latent_shape != vae.latent_shape:
-        shape = "x".join(map(str, cache.latent_shape))
-        raise LdmError(f"{path}: latents are {shape}, the VAE in {vae_ckpt.path} makes "
-                       f"{'x'.join(map(str, vae.latent_shape))}; {remedy}")
+        raise LdmError(f"{path}: latents are {shape_name(cache.latent_shape)}, the VAE in {vae_ckpt.path} makes "
+                       f"{shape_name(vae.latent_shape)}; {remedy}")
 
 
 def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
@@ -165,8 +169,7 @@ def cache_problem(tensors: dict[str, torch.Tensor], info: dict) -> str | None:
             train_shape = tuple(tensors["train_mean"].shape[1:])
             return f"test latents are {tuple(mean.shape[1:])}, training latents {train_shape}"
         if mean.shape[2:] != (LATENT_SIZE, LATENT_SIZE):
-            return (f"{split} latents are {'x'.join(map(str, mean.shape[1:]))}, "
-                    f"the VAE makes C x {LATENT_SIZE} x {LATENT_SIZE}")
+            return f"{split} latents are {shape_name(mean.shape[1:])}, the VAE makes C x {LATENT_SIZE} x {LATENT_SIZE}"
         problem = labels_problem(labels, len(mean))
         if problem:
             return f"{split} {problem}"

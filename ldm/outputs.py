@@ -40,14 +40,20 @@ def _refuse_directory(path: Path) -> None:
         raise LdmError(f"{path}: is a directory; name a file to write")
 
 
+def _nearest_existing(path: Path) -> Path:
+    """`path` (absolute) or its nearest ancestor that exists: where a new output would land."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def check_folder_writable(folder: str | os.PathLike) -> None:
     """Fail before any work is done if an output folder cannot be created or written: its nearest
     existing ancestor must be a folder that takes a new file. Nothing is created, so that a
     command refused later leaves no folder behind (the writers create folders as they write)."""
     folder = Path(folder)
-    existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     try:
         if not existing.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
@@ -60,12 +66,11 @@ def check_folder_writable(folder: str | os.PathLike) -> None:
 def check_disk_space(path: str | os.PathLike, nbytes: int, what: str) -> None:
     """Refuse, before any work, an output of `nbytes` larger than the free space where `path`
     goes (its nearest existing folder): it could never be written."""
-    existing = Path(path).absolute().parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(Path(path).parent)
     free = shutil.disk_usage(existing).free
     if nbytes > free:
-        raise LdmError(f"{path}: {what} would take {nbytes / 2**30:,.1f} GiB, {existing} has {free / 2**30:,.1f} GiB free")
+        raise LdmError(f"{path}: {what} would take {nbytes / 2**30:,.1f} GiB, {existing} has "
+                       f"{free / 2**30:,.1f} GiB free")
 
 
 @contextlib.contextmanager

@@ -28,13 +28,21 @@ def physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits_in_memory(field: str, value, nbytes: int) -> None:
-    """Refuse a request (`field` = `value`) that would hold `nbytes` at once, more than this
-    machine's RAM: it could only fail after a long wait, or take the machine down with it."""
+def memory_problem(nbytes: int) -> str | None:
+    """Why a request that would hold `nbytes` at once cannot run here (more than this machine's
+    RAM: it could only fail after a long wait, or take the machine down with it), or None."""
     memory = physical_memory()
     if nbytes > memory:
-        raise ConfigError(field, value, f"would hold {nbytes / 2**30:,.1f} GiB at once, more than this machine's "
-                                        f"{memory / 2**30:,.1f} GiB of memory")
+        return (f"would hold {nbytes / 2**30:,.1f} GiB at once, more than this machine's "
+                f"{memory / 2**30:,.1f} GiB of memory")
+    return None
+
+
+def check_fits_in_memory(field: str, value, nbytes: int) -> None:
+    """Refuse a request (`field` = `value`) that would hold `nbytes` at once (`memory_problem`)."""
+    problem = memory_problem(nbytes)
+    if problem:
+        raise ConfigError(field, value, problem)
 
 
 DEVICES = ("auto", "cpu", "cuda")

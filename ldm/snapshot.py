@@ -50,7 +50,7 @@ def _rng_state_problem(tensors: dict[str, torch.Tensor], name: str) -> str | Non
 
 def _json_kind(value) -> str:
     """int and float alike are numbers; tuples are the lists JSON makes of them."""
-    if isinstance(value, bool) or value is None:
+    if value is None or isinstance(value, bool):
         return repr(value) if value is None else "bool"
     return {int: "number", float: "number", tuple: "list"}.get(type(value), type(value).__name__)
 
@@ -81,16 +81,18 @@ def snapshot_problem(tensors: dict[str, torch.Tensor], info: dict, param_groups:
     if ema and not _is_count(info.get("ema_updates")):
         return f"field ema_updates = {info.get('ema_updates')!r}, expected a count >= 0"
     problem = _rng_state_problem(tensors, "rng/torch")
-    if problem is None and sampler_size is not None:
-        problem = _rng_state_problem(tensors, "sampler/generator")
-        perm = tensors.get("sampler/perm")
-        position = info.get("sampler_pos")
-        if problem is None and (perm is None or perm.dtype != torch.int64 or perm.shape != (sampler_size,)):
-            problem = (f"tensor sampler/perm is {None if perm is None else (perm.dtype, tuple(perm.shape))}, "
-                       f"expected int64 [{sampler_size}] (the order of the training examples)")
-        if problem is None and not (_is_count(position) and position <= sampler_size):
-            problem = f"field sampler_pos = {position!r}, expected a position 0..{sampler_size} in the epoch"
-    return problem
+    if problem or sampler_size is None:
+        return problem
+    problem = _rng_state_problem(tensors, "sampler/generator")
+    if problem:
+        return problem
+    perm, position = tensors.get("sampler/perm"), info.get("sampler_pos")
+    if perm is None or perm.dtype != torch.int64 or perm.shape != (sampler_size,):
+        return (f"tensor sampler/perm is {None if perm is None else (perm.dtype, tuple(perm.shape))}, "
+                f"expected int64 [{sampler_size}] (the order of the training examples)")
+    if not (_is_count(position) and position <= sampler_size):
+        return f"field sampler_pos = {position!r}, expected a position 0..{sampler_size} in the epoch"
+    return None
 
 
 class Snapshot:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_guide_arg, add_precision_arg,
                      add_runtime_args, add_study_dirs, check_outputs, positive_float, scored_images, seed)
 from ldm.data import load_mnist_splits
 from ldm.errors import LdmError
 from ldm.guidance_study import AUTOGUIDANCE, INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
 from ldm.launch import run
-from ldm.pipeline import GUIDE_NAME, LatentDiffusion, resolve_guide
+from ldm.pipeline import LatentDiffusion, resolve_guide
 from ldm.runtime import resolve_device
 from ldm.sampling import SamplerConfig
 
@@ -43,9 +43,7 @@ def parser() -> StageParser:
                         help="guide only where λ = log(α/σ) is in [LOW, HIGH]; repeat for several (unset: "
                              + ", ".join("{:g} {:g}".format(*i) for i in INTERVALS) + "); guidance on every step "
                              "is always measured")
-    parser.add_argument("--guide", default="auto",
-                        help=f"the guide to autoguide with ('auto': {GUIDE_NAME} beside --unet if there is one; "
-                             "'none')")
+    add_guide_arg(parser)
     parser.add_argument("--autoguidance", type=float, nargs="+",
                         help="autoguidance weights, each with every scale and interval, and the \"no label\" "
                              "branch at each (needs a guide; unset: " + " ".join(f"{w:g}" for w in AUTOGUIDANCE)

@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 from ldm import distributed
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_precision_arg, add_runtime_args,
-                     check_outputs, positive_int, run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_guide_arg, add_precision_arg,
+                     add_runtime_args, check_outputs, positive_int, run_context)
 from ldm.data import SAMPLE_BYTES
 from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.launch import run
 from ldm.outputs import check_disk_space, written_together
-from ldm.pipeline import BATCH_SIZE, GUIDE_NAME, WEIGHTS, LatentDiffusion, resolve_guide
+from ldm.pipeline import BATCH_SIZE, WEIGHTS, LatentDiffusion, resolve_guide
 from ldm.prompt import GUIDED_AUTOGUIDANCE, GUIDED_PROMPT_GUIDANCE, PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
 from ldm.samples import row_name, samples_info, save_samples
 from ldm.sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, ETA_SAMPLERS, SAMPLERS, SPACINGS, UNCONDITIONAL_DEFAULTS,
@@ -69,10 +69,7 @@ def parser() -> StageParser:
     group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
                        help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
                             "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
-    group.add_argument("--guide", default="auto",
-                       help="a weaker UNet trained on the same latents (narrower, shorter: `train_diffusion "
-                            f"--as-guide`), to autoguide with (Karras et al. 2024); 'auto': {GUIDE_NAME} beside "
-                            "--unet if there is one, as `make all` trains it; 'none': no guide")
+    add_guide_arg(group)
     group.add_argument("--autoguidance", type=float,
                        help="autoguidance weight w >= 1: D_guide + w (D - D_guide) (unset with a guide: "
                             + ", ".join(f"{k} {v:g}" for k, v in GUIDED_AUTOGUIDANCE.items())

@@ -16,7 +16,10 @@ from .errors import LdmError
 from .outputs import check_writable
 from .pipeline import GUIDE_NAME
 from .presets import Preset, get_preset
+from .prompt import GUIDED_AUTOGUIDANCE, GUIDED_PROMPT_GUIDANCE, PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
 from .runtime import DEVICES, PRECISIONS, RunContext, memory_problem, resolve_device
+from .sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, ETA_SAMPLERS, SAMPLERS, SPACINGS, UNCONDITIONAL_DEFAULTS,
+                       VARIANCES)
 
 
 class UsageError(LdmError):
@@ -166,6 +169,52 @@ def add_guide_arg(parser) -> None:
                         help="a weaker UNet trained on the same latents (`train_diffusion --as-guide`: the same "
                              "UNet trained for less) to autoguide with (Karras et al. 2024); 'auto': "
                              f"{GUIDE_NAME} beside --unet if there is one, as `make all` trains it; 'none': no guide")
+
+
+def add_sampler_args(parser: argparse.ArgumentParser, variance: bool = True) -> None:
+    """The sampler group: --sampler, --steps, --eta, --spacing (and DDPM's --variance), each unset
+    one the default of the branch sampled (SamplerConfig.for_branch)."""
+    group = parser.add_argument_group("sampler")
+    group.add_argument("--sampler",
+                       help=f"{', '.join(SAMPLERS)}: ancestral DDPM, DDIM, DPM-Solver++(2M) or annealed Langevin "
+                            f"dynamics (unset: {DEFAULT_SAMPLER})")
+    group.add_argument("--steps", type=positive_int,
+                       help="denoising steps or Langevin noise levels (unset: "
+                            + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+                            + "; the \"no label\" branch: " + ", ".join(f"{k} {v['steps']}" for k, v in
+                                                                     UNCONDITIONAL_DEFAULTS.items())
+                            + "; DDPM with fewer than T steps is respaced)")
+    group.add_argument("--eta", type=float,
+                       help=f"noise scale of {' and '.join(ETA_SAMPLERS)}: 0 deterministic (the ODE), 1 the reverse "
+                            "SDE (DDPM's step) (unset: 0; the \"no label\" branch: "
+                            + ", ".join(f"{k} {v['eta']:g}" for k, v in UNCONDITIONAL_DEFAULTS.items()) + ")")
+    if variance:
+        group.add_argument("--variance", default="beta_tilde", help=f"DDPM step variance σ²: {', '.join(VARIANCES)}")
+    group.add_argument("--spacing", help=f"steps evenly spaced in {' or '.join(SPACINGS)} (unset: log-SNR for "
+                                         "dpm++2m, time for the others)")
+
+
+def add_prompt_args(parser: argparse.ArgumentParser, digit_help: str, digit: bool = True) -> None:
+    """The prompt group: --digit (`digit_help` says what it takes; `digit` False leaves it out),
+    --guidance, --guidance-interval, --guide and --autoguidance, unset ones the defaults of
+    Prompt.for_model."""
+    group = parser.add_argument_group("prompt")
+    if digit:
+        group.add_argument("--digit", help=digit_help)
+    group.add_argument("--guidance", type=float,
+                       help="classifier-free guidance scale: 0 unconditional, 1 conditional, >1 guided "
+                            f"(unset: 1 for --digit any, else {PROMPT_GUIDANCE:g} on λ "
+                            "{:g}..{:g}, the choice of `make guidance`; a scale given alone guides every "
+                            "step)".format(*PROMPT_GUIDANCE_INTERVAL))
+    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
+                            "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
+    add_guide_arg(group)
+    group.add_argument("--autoguidance", type=float,
+                       help="autoguidance weight w >= 1: D_guide + w (D - D_guide) (unset with a guide: "
+                            + ", ".join(f"{k} {v:g}" for k, v in GUIDED_AUTOGUIDANCE.items())
+                            + f", and digits at guidance {GUIDED_PROMPT_GUIDANCE:g} on the same interval; "
+                            "without: 1, none)")
 
 
 def add_preset_arg(parser: argparse.ArgumentParser) -> None:

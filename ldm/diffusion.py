@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .editing import Edit
 from .errors import ConfigError, check_choice
 from .guidance import ConditionalModel, autoguided, guided_model
 from .runtime import autocast
@@ -156,8 +157,9 @@ class Diffusion:
                guidance_interval: tuple[float, float] | None = None, guide: ConditionalModel | None = None,
                autoguidance: float = 1.0, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", progress: bool = False,
-               callback: Callback | None = None) -> torch.Tensor:
-        """Samples of shape [N x ...] from noise with `sampler` (see `eps_model` for the prompt)."""
+               callback: Callback | None = None, edit: Edit | None = None) -> torch.Tensor:
+        """Samples of shape [N x ...] from noise with `sampler` (see `eps_model` for the prompt),
+        or from given latents as `edit` says (editing.py)."""
         eps = self.eps_model(model, labels, guidance, num_classes, guidance_interval, guide, autoguidance)
         return sampler.run(eps, self.schedule, shape, generator=generator, device=device, progress=progress,
-                           callback=callback)
+                           callback=callback, edit=edit)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 # model(x [N x ...], t [N], labels [N] or None) -> ε̂ (or v̂) like x
 ConditionalModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -53,11 +54,20 @@ def autoguided(model: ConditionalModel, guide: ConditionalModel | None, weight: 
     return denoise
 
 
+def no_label_like(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The "no label" entry in the form of `labels`: index `num_classes` for [N] ints, its one-hot
+    weights for [N x (num_classes + 1)] mixes of entries."""
+    if labels.is_floating_point():
+        return F.one_hot(torch.full(labels.shape[:1], num_classes, device=labels.device), num_classes + 1).to(labels)
+    return torch.full_like(labels, num_classes)
+
+
 def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: float, num_classes: int,
                  guided_steps: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """An (x, t) -> ε̃ denoiser that samplers can use unchanged.
 
-    labels None gives unconditional samples. The conditional and unconditional passes share one
+    labels None gives unconditional samples; labels may be ints [N] or mixes of label entries
+    [N x (num_classes + 1)] (nn.LabelEmbedding). The conditional and unconditional passes share one
     batch of 2N so guidance costs one (larger) forward per step. `guided_steps` (bool [T]) limits
     guidance to the timesteps it marks; the others are conditional. Samplers evaluate one
     timestep per call, so the first example's decides. The scale is validated where a prompt is
@@ -67,7 +77,7 @@ def guided_model(model: ConditionalModel, labels: torch.Tensor | None, scale: fl
         return lambda x, t: model(x, t, None)
     if scale == 1:
         return lambda x, t: model(x, t, labels)
-    null = torch.full_like(labels, num_classes)
+    null = no_label_like(labels, num_classes)
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if guided_steps is not None and not guided_steps[t[0]]:

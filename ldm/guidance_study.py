@@ -6,10 +6,12 @@ default sampler from the same noise at each seed, and is scored by FID and by ho
 classifier recognises the prompted digit. The settings: a guidance scale on every step, and the
 same scales on an interval of noise levels only (Kynkäänniemi et al. 2024, arXiv:2404.07724;
 guidance.py), in the half-log-SNR λ = log(α/σ) the samplers step in; with a guide (a weaker UNet,
-guidance.autoguided), each of them at every autoguidance weight asked for, and the "no label"
-branch at each weight. The chosen digits setting is the one with the lowest mean FID among those
-that recognise at least `RECOGNITION` of the prompted digits at every seed; the chosen "no label"
-weight, the one with the lowest mean FID.
+guidance.autoguided), each of them at every autoguidance weight asked for. Random digits (drawn
+from the training label frequencies, `make all`'s first row) are sampled unguided and at each
+scale on each interval, at every weight; the "no label" branch at each weight. The chosen digits
+setting is the one with the lowest mean FID among those that recognise at least `RECOGNITION` of
+the prompted digits at every seed; the chosen random-digits and "no label" settings, those with
+the lowest mean FID.
 """
 
 from __future__ import annotations
@@ -41,12 +43,16 @@ RECOGNITION = 0.99  # the share of prompted digits the classifier must recognise
 
 
 def settings(scales=SCALES, intervals=(None, *INTERVALS), autoguidance=(1.0,)) -> list[Prompt]:
-    """Guidance 1 (the conditional model alone, for reference), then every scale × interval (None:
-    every step) × autoguidance weight; with weights other than 1, the "no label" branch at each."""
+    """Digits 0-9 at guidance 1 (the conditional model alone, for reference), then at every scale ×
+    interval (None: every step) × autoguidance weight; random digits at every weight, unguided
+    and at every scale on each interval (not every step: they should keep their diversity); with
+    weights other than 1, the "no label" branch at each."""
     digits = [Prompt("all", 1.0)] + [Prompt("all", scale, interval, weight) for weight in autoguidance
                                      for interval in intervals for scale in scales]
+    random = [Prompt("any", scale, interval, weight) for weight in autoguidance
+              for scale, interval in [(1.0, None)] + [(s, i) for i in intervals if i is not None for s in scales]]
     no_label = [Prompt("none", autoguidance=weight) for weight in autoguidance] if set(autoguidance) - {1.0} else []
-    return digits + no_label
+    return digits + random + no_label
 
 
 def run_guidance_study(model: LatentDiffusion, classifier: Classifier, train_images: torch.Tensor,
@@ -76,18 +82,23 @@ def run_guidance_study(model: LatentDiffusion, classifier: Classifier, train_ima
         print(f"{rows[-1]['name']:>40}: FID {rows[-1]['fid_mean']:.3f}"
               + ("" if prompt.unconditional else f", recognised {min(recognised):.1%}-{max(recognised):.1%}"),
               flush=True)
-    no_label = [r for r in rows if r["digit"] == "none"]
-    return {"rows": rows, "chosen": choose(rows),
-            "chosen_no_label": min(no_label, key=lambda r: r["fid_mean"]) if no_label else None,
+    return {"rows": rows, "chosen": choose(rows), "chosen_random": lowest_fid(rows, "any"),
+            "chosen_no_label": lowest_fid(rows, "none"),
             "recognition": RECOGNITION, "num_images": num_images, "seeds": list(seeds), "sampler": sampler.label,
             "guide": guide, "device": describe_device(device), "torch_version": torch.__version__,
             "ldm_version": __version__}
 
 
 def choose(rows: list[dict]) -> dict | None:
-    """The digits row of lowest mean FID among those recognising >= RECOGNITION at every seed."""
-    good = [r for r in rows if r["digit"] != "none" and min(r["recognised"]) >= RECOGNITION]
+    """The digits 0-9 row of lowest mean FID among those recognising >= RECOGNITION at every seed."""
+    good = [r for r in rows if r["digit"] == "all" and min(r["recognised"]) >= RECOGNITION]
     return min(good, key=lambda r: r["fid_mean"]) if good else None
+
+
+def lowest_fid(rows: list[dict], digit: str) -> dict | None:
+    """The row of lowest mean FID among those prompted with `digit` ("any" or "none"), if any."""
+    rows = [r for r in rows if r["digit"] == digit]
+    return min(rows, key=lambda r: r["fid_mean"]) if rows else None
 
 
 def interval_label(interval) -> str:
@@ -95,32 +106,36 @@ def interval_label(interval) -> str:
     return "every step" if interval is None else interval_name(interval)
 
 
+PROMPT_LABELS = {"all": "digits 0-9", "any": "random digits", "none": "no label"}
+
+
 def guidance_markdown(report: dict) -> str:
     seeds = ", ".join(map(str, report["seeds"]))
     guide = f" Autoguidance by the guide {report['guide']}." if report["guide"] else ""
     lines = ["# Guidance at matched recognition", "",
-             f"{report['device']}; digits 0-9 in turn, {report['num_images']} images per seed (seeds {seeds}, the "
-             f"same noise for every row), sampled with {report['sampler']} (\"no label\" with its branch's default)."
-             " FID in this project's classifier features against the MNIST test set (mean over the seeds, then "
-             "each seed's); recall: k-NN recall, the diversity guidance costs; recognised: the classifier agrees "
-             "with the prompted digit (lowest and highest seed). λ = log(α/σ): guidance only at the steps in the "
-             f"interval.{guide}", "",
+             f"{report['device']}; digits 0-9 in turn and random digits, {report['num_images']} images per seed "
+             f"(seeds {seeds}, the same noise for every row), sampled with {report['sampler']} (\"no label\" with "
+             "its branch's default). FID in this project's classifier features against the MNIST test set (mean "
+             "over the seeds, then each seed's); recall: k-NN recall, the diversity guidance costs; recognised: the "
+             "classifier agrees with the prompted digit (lowest and highest seed). λ = log(α/σ): guidance only at "
+             f"the steps in the interval.{guide}", "",
              "| prompt | guidance | interval | autoguidance | FID | per seed | recall | recognised | images/s |",
              "|---|---:|---|---:|---:|---|---:|---|---:|"]
     for r in report["rows"]:
         no_label = r["digit"] == "none"
         guidance = "—" if no_label else f"{r['guidance']:g}"
         recognised = "—" if no_label else f"{min(r['recognised']):.2%}-{max(r['recognised']):.2%}"
-        lines.append(f"| {'no label' if no_label else 'digits 0-9'} | {guidance} | "
+        lines.append(f"| {PROMPT_LABELS[r['digit']]} | {guidance} | "
                      f"{'—' if no_label else interval_label(r['interval'])} | {r['autoguidance']:g} | "
                      f"{r['fid_mean']:.3f} | {' / '.join(f'{f:.3f}' for f in r['fids'])} | {r['recall_mean']:.3f} | "
                      f"{recognised} | {r['images_per_second']:.1f} |")
-    chosen, no_label = report["chosen"], report["chosen_no_label"]
+    chosen = report["chosen"]
     lines.append("")
     lines.append(f"Digits 0-9, lowest FID with at least {report['recognition']:.0%} recognised at every seed: "
                  + (f"**{chosen['name']}** ({chosen['fid_mean']:.3f})." if chosen else "none."))
-    if no_label:
-        lines.append(f"\"No label\", lowest FID: **{no_label['name']}** ({no_label['fid_mean']:.3f}).")
+    for key, label in (("chosen_random", "Random digits"), ("chosen_no_label", "\"No label\"")):
+        if report.get(key):
+            lines.append(f"{label}, lowest FID: **{report[key]['name']}** ({report[key]['fid_mean']:.3f}).")
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +146,7 @@ def plot_guidance(report: dict, path: str | os.PathLike, outputs: Outputs | None
         weight = r["autoguidance"]
         return interval_label(r["interval"]) + ("" if weight == 1 else f", autoguidance {weight:g}")
 
-    digits = [r for r in report["rows"] if r["digit"] != "none"]
+    digits = [r for r in report["rows"] if r["digit"] == "all"]
     fig, ax = new_figure()
     for label in dict.fromkeys(line(r) for r in digits):
         rows = [r for r in digits if line(r) == label]

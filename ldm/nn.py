@@ -46,9 +46,12 @@ class LabelEmbedding(nn.Module):
         self.embed = nn.Embedding(num_classes + 1, dim)
 
     def forward(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-        """:param labels: [N] ints, or None for N unlabelled examples. :return: [N x dim]."""
+        """:param labels: [N] ints, None for N unlabelled examples, or float weights [N x
+        (num_classes + 1)] of a mix of entries (interpolating between digits). :return: [N x dim]."""
         if labels is None:
             labels = torch.full((batch_size,), self.num_classes, dtype=torch.long, device=self.embed.weight.device)
+        if labels.is_floating_point():  # summed in fp32 even under autocast: one-hot weights give the entry exactly
+            return (labels.float().unsqueeze(-1) * self.embed.weight.float()).sum(dim=1)
         return self.embed(labels)
 
 

@@ -18,6 +18,7 @@ from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
 from .data import SAMPLE_BYTES, to_uint8
 from .diffusion import Diffusion, DiffusionConfig
+from .editing import RESAMPLE, Edit, as_images, as_mask, check_strength, latent_mask, slerp
 from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
 from .latents import scale_factor_problem
 from .prompt import Prompt
@@ -178,19 +179,21 @@ class LatentDiffusion:
     def sample_latents(self, num_images: int, sampler: SamplerConfig, *, labels: torch.Tensor | None = None,
                        guidance: float = 1.0, guidance_interval: tuple[float, float] | None = None,
                        autoguidance: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
-                       callback: Callback | None = None) -> torch.Tensor:
-        """One batch of scaled latents [N x C x 7 x 7]; `callback(i, t, x_t, x̂_0)` after every step."""
+                       callback: Callback | None = None, edit: Edit | None = None) -> torch.Tensor:
+        """One batch of scaled latents [N x C x 7 x 7]; `callback(i, t, x_t, x̂_0)` after every step;
+        `edit`: what the chain is given besides the prompt (editing.py)."""
         device = self.device
         return self.diffusion.sample(self.denoiser, (num_images, *self.vae.latent_shape), sampler,
                                      labels=None if labels is None else labels.to(device), guidance=guidance,
                                      num_classes=self.num_classes, guidance_interval=guidance_interval,
                                      guide=self.guide, autoguidance=autoguidance, generator=generator, device=device,
-                                     progress=progress, callback=callback).float()
+                                     progress=progress, callback=callback, edit=edit).float()
 
     @torch.no_grad()
     def sample(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,
-               batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
-        """Decoded images [N x 28 x 28] uint8 of `prompt`, whose labels are drawn from `seed`.
+               batch_size: int = BATCH_SIZE, progress: bool = False, edit: Edit | None = None) -> torch.Tensor:
+        """Decoded images [N x 28 x 28] uint8 of `prompt`, whose labels are drawn from `seed`; with an
+        `edit` of N images, edited from them (editing.py).
 
         Batch i draws its noise from its own CPU generator, seeded by (seed, i): the images depend
         on (seed, batch_size) alone, not on the device nor on how many processes share the work.
@@ -203,7 +206,7 @@ class LatentDiffusion:
             z = self.sample_latents(batch.stop - batch.start, sampler, labels=None if labels is None else labels[batch],
                                     guidance=prompt.scale, guidance_interval=prompt.guidance_interval,
                                     autoguidance=prompt.autoguidance, generator=batch_generator(seed, i),
-                                    progress=progress)
+                                    progress=progress, edit=None if edit is None else edit[batch])
             return to_uint8(self.decode(z))
 
         return torch.cat(distributed.map_batches(num_images, batch_size, sample_batch, desc="batches",
@@ -223,6 +226,98 @@ class LatentDiffusion:
         return self.sample(num_images, SamplerConfig.for_branch(prompt.unconditional, sampler, steps, eta, variance,
                                                                 spacing),
                            prompt, seed=seed, batch_size=batch_size, progress=progress)
+
+    @torch.no_grad()
+    def encode(self, images) -> torch.Tensor:
+        """Images (editing.as_images: uint8 or floats in [0, 1], [N x 28 x 28]) -> their scaled
+        latents z_0 [N x C x 7 x 7]: the VAE posterior means, the single most likely latent of each,
+        so that an edit of an image depends on the image alone. Decoded, they are the VAE
+        reconstruction (what an edit at strength 0 returns)."""
+        images = as_images(images)
+        latents = [self.vae.encode(images[i:i + BATCH_SIZE].to(self.device))[0] for i in range(0, len(images),
+                                                                                              BATCH_SIZE)]
+        return self.scale_factor * torch.cat(latents).float()
+
+    def edit_settings(self, digit, guidance, guidance_interval, autoguidance, sampler, steps, eta, spacing,
+                       ) -> tuple[Prompt, SamplerConfig]:
+        """An edit's prompt (unset digit: the "no label" branch, which keeps the image's own digit) and
+        its sampler (the branch's default unless told)."""
+        prompt = self.prompt("none" if digit is None else digit, guidance, guidance_interval, autoguidance)
+        return prompt, SamplerConfig.for_branch(prompt.unconditional, sampler, steps, eta, spacing=spacing)
+
+    def img2img(self, images, strength: float = 0.6, *, digit: int | str | None = None, guidance: float | None = None,
+                guidance_interval: tuple[float, float] | None = None, autoguidance: float | None = None,
+                sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+                spacing: str | None = None, seed: int = 0, batch_size: int = BATCH_SIZE,
+                progress: bool = False) -> torch.Tensor:
+        """Image-to-image (SDEdit, editing.py): each image's latent noised to `strength` of the
+        sampler's chain and denoised with the prompt, uint8 [N x 28 x 28]. Strength 0 returns the
+        VAE reconstruction, 1 the plain samples of the same seed; a prompted digit turns the
+        images into that digit as strength grows. Unset `digit`: the "no label" branch."""
+        strength = check_strength(strength)
+        prompt, config = self.edit_settings(digit, guidance, guidance_interval, autoguidance, sampler, steps, eta,
+                                             spacing)
+        latents = self.encode(images)
+        return self.sample(len(latents), config, prompt, seed=seed, batch_size=batch_size, progress=progress,
+                           edit=Edit(latents, strength))
+
+    def inpaint(self, images, mask, *, digit: int | str | None = None, resample: int = RESAMPLE,
+                guidance: float | None = None, guidance_interval: tuple[float, float] | None = None,
+                autoguidance: float | None = None, sampler: str | None = None, steps: int | None = None,
+                eta: float | None = None, spacing: str | None = None, seed: int = 0, batch_size: int = BATCH_SIZE,
+                progress: bool = False) -> torch.Tensor:
+        """Inpainting (RePaint, editing.py): keep each image where `mask` is True (or 1; [28 x 28]
+        for all images or one per image) and regenerate the rest with the prompt, each step taken
+        `resample` times; uint8 [N x 28 x 28]. The mask is carried to the 7 x 7 latents by
+        editing.latent_mask. Unset `digit`: the "no label" branch."""
+        prompt, config = self.edit_settings(digit, guidance, guidance_interval, autoguidance, sampler, steps, eta,
+                                             spacing)
+        latents = self.encode(images)
+        mask = latent_mask(as_mask(mask, len(latents)))
+        return self.sample(len(latents), config, prompt, seed=seed, batch_size=batch_size, progress=progress,
+                           edit=Edit(latents, mask=mask, resample=resample))
+
+    @torch.no_grad()
+    def interpolate(self, frames: int = 8, *, seeds: tuple[int, int] = (0, 1),
+                    digits: tuple[int | str | None, int | str | None] = (None, None), guidance: float | None = None,
+                    guidance_interval: tuple[float, float] | None = None, autoguidance: float | None = None,
+                    sampler: str | None = None, steps: int | None = None, spacing: str | None = None,
+                    batch_size: int = BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+        """`frames` images [frames x 28 x 28] uint8 from the first image of seed and digit
+        `seeds[0]`, `digits[0]` to that of `seeds[1]`, `digits[1]`: their initial noise
+        interpolated spherically (editing.slerp) and their labels' embeddings linearly, sampled
+        with a deterministic sampler (the branch's, at η = 0). The ends are the plain samples
+        `pipe(1, digit=d, seed=s, eta=0)` of the same settings. Both ends take the same guidance:
+        two digits 0-9, or one prompt ("any" draws each end's digit from its seed)."""
+        if not (isinstance(frames, int) and not isinstance(frames, bool) and 2 <= frames <= 10_000):
+            raise ConfigError("frames", frames, "must be a whole number in 2..10000 (the two ends and those between)")
+        ends = [self.prompt(digit, guidance, guidance_interval, autoguidance) for digit in digits]
+        if {(p.scale, p.guidance_interval, p.autoguidance) for p in ends} != {(ends[0].scale, ends[0].guidance_interval,
+                                                                                ends[0].autoguidance)}:
+            raise ConfigError("digits", tuple(digits), "both ends must be sampled alike: two digits 0-9, or the same "
+                                                       "prompt at both")
+        config = SamplerConfig.for_branch(ends[0].unconditional, sampler, steps, 0.0, spacing=spacing)
+        if config.sampler not in ("ddim", "dpm++2m"):
+            raise ConfigError("sampler", config.sampler, "interpolation needs a deterministic sampler: ddim or dpm++2m")
+        weights = torch.linspace(0, 1, frames, dtype=torch.float64)
+        noise = slerp(*(torch.randn((1, *self.vae.latent_shape), generator=batch_generator(seed, 0))[0]
+                        for seed in seeds), weights)
+        labels = None
+        if self.num_classes and not all(p.unconditional for p in ends):
+            one_hot = [torch.nn.functional.one_hot(torch.tensor(self.num_classes if p.unconditional else
+                                                                int(p.labels(1, seed, self.label_frequencies)[0])),
+                                                   self.num_classes + 1).double() for p, seed in zip(ends, seeds)]
+            labels = ((1 - weights[:, None]) * one_hot[0] + weights[:, None] * one_hot[1]).float()
+        edit = Edit(noise=noise)
+
+        def sample_batch(i: int, batch: slice) -> torch.Tensor:
+            z = self.sample_latents(batch.stop - batch.start, config, labels=None if labels is None else labels[batch],
+                                    guidance=ends[0].scale, guidance_interval=ends[0].guidance_interval,
+                                    autoguidance=ends[0].autoguidance, generator=torch.Generator().manual_seed(0),
+                                    progress=progress, edit=edit[batch])
+            return to_uint8(self.decode(z))
+
+        return torch.cat(distributed.map_batches(frames, batch_size, sample_batch, desc="batches", progress=progress))
 
     @torch.no_grad()
     def denoising_strip(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,

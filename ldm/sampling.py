@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .editing import Edit
 from .errors import ConfigError, check_choice
 from .schedule import NoiseSchedule, posterior
 
@@ -94,22 +95,39 @@ def _randn(shape, generator: torch.Generator | None, device: torch.device) -> to
 
 
 def _sample_loop(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], timesteps: list[int],
-                 update: Callable, generator, device, progress: bool, callback: Callback | None) -> torch.Tensor:
-    """Shared loop: x_T ~ N(0, I), then x_s = update(x_t, x̂_0, ε̂, ᾱ_t, ᾱ_s, noise-or-None)
-    along the decreasing `timesteps`, the last to ᾱ = 1."""
+                 update: Callable, generator, device, progress: bool, callback: Callback | None,
+                 edit: Edit | None = None) -> torch.Tensor:
+    """Shared loop: x_T ~ N(0, I), then x_s = update(x_t, x̂_0, ε̂, ᾱ_t, ᾱ_s, noise-or-None,
+    previous) along the decreasing `timesteps`, the last to ᾱ = 1; `previous` is (x̂_0, ᾱ) of the
+    step before (None at the first), for multistep solvers. An `edit` (editing.py) may start the
+    chain from given latents part-way along it, and keep some of them at every step, each step
+    then taken `edit.resample` times."""
     device = torch.device(device)
     x = _randn(shape, generator, device)
     alphas_cumprod = schedule.alphas_cumprod.tolist()
+    if edit is not None:
+        x, timesteps = edit.start(x, timesteps, alphas_cumprod)
+    tries = 1 if edit is None or edit.mask is None else edit.resample
+    previous = None
     for i, t in enumerate(tqdm(timesteps, desc="sampling", leave=False, disable=not progress)):
         s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
-        # 1. predict noise
-        eps = model(x, t_batch)
-        x0 = schedule.predict_x0(x, t_batch, eps)
-        # 2. x_t -> x_s; the last step (s = -1, ᾱ = 1) returns the mean without noise
         alpha_bar_s = alphas_cumprod[s] if s >= 0 else 1.0
-        noise = _randn(shape, generator, device) if s >= 0 else None
-        x = update(x, x0, eps, alphas_cumprod[t], alpha_bar_s, noise)
+        for attempt in range(tries):
+            # 1. predict noise
+            eps = model(x, t_batch)
+            x0 = schedule.predict_x0(x, t_batch, eps)
+            # 2. x_t -> x_s; the last step (s = -1, ᾱ = 1) returns the mean without noise
+            noise = _randn(shape, generator, device) if s >= 0 else None
+            x_s = update(x, x0, eps, alphas_cumprod[t], alpha_bar_s, noise, previous)
+            if edit is not None:
+                x_s = edit.keep(x_s, alpha_bar_s, lambda: _randn(shape, generator, device))
+            if attempt + 1 < tries:  # RePaint: back to level t from the merged x_s, and the step again
+                x = Edit.renoise(x_s, alphas_cumprod[t], alpha_bar_s, _randn(shape, generator, device))
+        # a multistep solver's history is of another trajectory once x is re-noised: resampled steps
+        # are first order
+        previous = (x0, alphas_cumprod[t]) if tries == 1 else None
+        x = x_s
         if callback is not None:
             callback(i, t, x, x0)
     return x
@@ -117,12 +135,13 @@ def _sample_loop(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...
 
 def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
                 variance: str = "beta_tilde", spacing: str = "time", generator: torch.Generator | None = None,
-                device="cpu", progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+                device="cpu", progress: bool = False, callback: Callback | None = None,
+                edit: Edit | None = None) -> torch.Tensor:
     """Ancestral sampling, Algorithm 2 of Ho et al. 2020 (arXiv:2006.11239): x_s drawn from the
     posterior q(x_s | x_t, x̂_0), with its variance β̃ ("beta_tilde") or the step's β ("beta").
     With fewer `steps` than T the chain is respaced (Nichol & Dhariwal 2021, arXiv:2102.09672)."""
 
-    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
+    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise, previous):
         q = posterior(alpha_bar_t, alpha_bar_s)
         mean = q.coef_x0 * x0 + q.coef_xt * x
         if noise is None:
@@ -130,21 +149,22 @@ def ddpm_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...]
         return mean + (q.beta if variance == "beta" else q.beta_tilde) ** 0.5 * noise
 
     return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
-                        device, progress, callback)
+                        device, progress, callback, edit)
 
 
 def ddim_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
                 eta: float = 0.0, spacing: str = "time", generator: torch.Generator | None = None, device="cpu",
-                progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+                progress: bool = False, callback: Callback | None = None,
+                edit: Edit | None = None) -> torch.Tensor:
     """DDIM, eq. (12) of Song et al. 2020 (arXiv:2010.02502), with σ = η·√β̃ (eq. 16): η = 0 is
     deterministic given x_T, η = 1 is the ancestral DDPM step with σ² = β̃."""
 
-    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
+    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise, previous):
         sigma = eta * posterior(alpha_bar_t, alpha_bar_s).beta_tilde ** 0.5
         return _ddim_step(x0, eps, alpha_bar_s, sigma, noise)
 
     return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
-                        device, progress, callback)
+                        device, progress, callback, edit)
 
 
 def _ddim_step(x0, eps, alpha_bar_s: float, sigma: float = 0.0, noise=None):
@@ -156,7 +176,7 @@ def _ddim_step(x0, eps, alpha_bar_s: float, sigma: float = 0.0, noise=None):
 def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, steps: int,
                          spacing: str = DEFAULT_SPACING["dpm++2m"], order: int = 2, eta: float = 0.0,
                          generator: torch.Generator | None = None, device="cpu", progress: bool = False,
-                         callback: Callback | None = None) -> torch.Tensor:
+                         callback: Callback | None = None, edit: Edit | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), Algorithm 2 of Lu et al. 2022 (arXiv:2211.01095): the probability-flow
     ODE solved in data prediction, second-order multistep in λ = log(α/σ) (α = √ᾱ, σ = √(1-ᾱ)).
     From t to s, with h = λ_s - λ_t and r = h_prev / h (h_prev: the previous step's h),
@@ -172,32 +192,28 @@ def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[
     which keeps every marginal for any η in [0, 1]. At η = 1 it is SDE-DPM-Solver++(2M) (appendix
     of 2211.01095), the ancestral DDPM step (c² = β̃) with x̂_0 replaced by D; its noise corrects
     errors of earlier steps that the ODE carries to the end."""
-    history: dict[str, object] = {}  # x̂_0 and h of the step before
-
-    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise):
+    def update(x, x0, eps, alpha_bar_t, alpha_bar_s, noise, previous):
         if alpha_bar_s == 1.0:  # the last step, to σ = 0: first order, no noise
             return _ddim_step(x0, eps, alpha_bar_s)
         h = half_log_snr(alpha_bar_s) - half_log_snr(alpha_bar_t)
-        if order == 2:
-            if history:
-                half_over_r = 0.5 * h / history["h"]
-                d = (1 + half_over_r) * x0 - half_over_r * history["x0"]
-                history.update(x0=x0, h=h)
-                x0, eps = d, (x - alpha_bar_t ** 0.5 * d) / (1 - alpha_bar_t) ** 0.5
-            else:
-                history.update(x0=x0, h=h)
+        if order == 2 and previous is not None:
+            x0_previous, alpha_bar_previous = previous
+            half_over_r = 0.5 * h / (half_log_snr(alpha_bar_t) - half_log_snr(alpha_bar_previous))
+            d = (1 + half_over_r) * x0 - half_over_r * x0_previous
+            x0, eps = d, (x - alpha_bar_t ** 0.5 * d) / (1 - alpha_bar_t) ** 0.5
         if eta == 0:
             return _ddim_step(x0, eps, alpha_bar_s)
         sigma = ((1 - alpha_bar_s) * -np.expm1(-2 * eta * h)) ** 0.5
         return _ddim_step(x0, eps, alpha_bar_s, sigma, noise)
 
     return _sample_loop(model, schedule, shape, spaced_timesteps(schedule, steps, spacing), update, generator,
-                        device, progress, callback)
+                        device, progress, callback, edit)
 
 
 def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, levels: int,
                     steps_per_level: int = 10, step_scale: float = 0.2, generator: torch.Generator | None = None,
-                    device="cpu", progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+                    device="cpu", progress: bool = False, callback: Callback | None = None,
+                edit: Edit | None = None) -> torch.Tensor:
     """Annealed Langevin dynamics (Song & Ermon 2019, arXiv:1907.05600, Algorithm 1) on the
     marginals q(x_t) of the diffusion, with the score an ε-model implies,
         ∇ log q(x_t) ≈ -ε̂(x_t, t) / σ_t,   σ_t = √(1 - ᾱ_t)   (Song et al. 2021, arXiv:2011.13456).
@@ -209,9 +225,15 @@ def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, 
         raise ConfigError("steps_per_level", steps_per_level, "must be positive")
     if not step_scale > 0:
         raise ConfigError("step_scale", step_scale, "must be > 0")
+    if edit is not None and edit.resample > 1:
+        raise ConfigError("resample", edit.resample, "Langevin dynamics already iterates at every level; "
+                                                     "it does not resample")
     device = torch.device(device)
     x = _randn(shape, generator, device)
     timesteps = sampling_timesteps(schedule.num_timesteps, levels)
+    if edit is not None:
+        x, timesteps = edit.start(x, timesteps, schedule.alphas_cumprod.tolist())
+    x0 = x  # what no level at all (an edit at strength 0) returns
     for i, t in enumerate(tqdm(timesteps, desc="langevin", leave=False, disable=not progress)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
         sigma2 = 1.0 - schedule.alphas_cumprod[t].item()
@@ -219,10 +241,12 @@ def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, 
         for _ in range(steps_per_level):
             score = -model(x, t_batch) / sigma2 ** 0.5
             x = x + 0.5 * delta * score + delta ** 0.5 * _randn(shape, generator, device)
+            if edit is not None:
+                x = edit.keep(x, 1.0 - sigma2, lambda: _randn(shape, generator, device))
         x0 = schedule.predict_x0(x, t_batch, model(x, t_batch))
         if callback is not None:
             callback(i, t, x, x0)
-    return x0
+    return x0 if edit is None else edit.keep(x0, 1.0, None)
 
 
 @dataclass(frozen=True)
@@ -281,7 +305,7 @@ class SamplerConfig:
         return f"{SamplerConfig.for_branch(False).label} (no label: {SamplerConfig.for_branch(True).label})"
 
     def run(self, model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], **kwargs) -> torch.Tensor:
-        """Samples [shape] from `model`; kwargs: generator, device, progress, callback."""
+        """Samples [shape] from `model`; kwargs: generator, device, progress, callback, edit."""
         if self.sampler == "ddpm":
             return ddpm_sample(model, schedule, shape, steps=self.steps, variance=self.variance, spacing=self.spacing,
                                **kwargs)

@@ -76,8 +76,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """:param x: [N x C x H x W] noisy latents. :param t: [N] timesteps.
-        :param labels: [N] class labels (num_classes for "no label"), or None; ignored when the
-            model is unconditional. :return: ε̂, like x."""
+        :param labels: [N] class labels (num_classes for "no label"), mixes of them (nn.LabelEmbedding),
+            or None; ignored when the model is unconditional. :return: ε̂, like x."""
         # 1. time (and label)
         emb = self.time_embed(t)
         if self.label_embed is not None:

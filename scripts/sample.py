@@ -22,59 +22,25 @@ import time
 from pathlib import Path
 
 from ldm import distributed
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_guide_arg, add_precision_arg,
-                     add_runtime_args, check_outputs, positive_int, run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_precision_arg, add_prompt_args,
+                     add_runtime_args, add_sampler_args, check_outputs, positive_int, run_context)
 from ldm.data import SAMPLE_BYTES
 from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
 from ldm.launch import run
 from ldm.outputs import check_disk_space, written_together
 from ldm.pipeline import BATCH_SIZE, WEIGHTS, LatentDiffusion, resolve_guide
-from ldm.prompt import GUIDED_AUTOGUIDANCE, GUIDED_PROMPT_GUIDANCE, PROMPT_GUIDANCE, PROMPT_GUIDANCE_INTERVAL
 from ldm.samples import row_name, samples_info, save_samples
-from ldm.sampling import (DEFAULT_SAMPLER, DEFAULT_STEPS, ETA_SAMPLERS, SAMPLERS, SPACINGS, UNCONDITIONAL_DEFAULTS,
-                          VARIANCES, SamplerConfig)
+from ldm.sampling import SamplerConfig
 
 
 def parser() -> StageParser:
     parser = StageParser(__doc__)
     add_checkpoint_args(parser, "unet", "vae")
     parser.add_argument("--weights", default="ema", help=f"which UNet weights to sample with: {', '.join(WEIGHTS)}")
-    group = parser.add_argument_group("sampler")
-    group.add_argument("--sampler",
-                       help=f"{', '.join(SAMPLERS)}: ancestral DDPM, DDIM, DPM-Solver++(2M) or annealed Langevin "
-                            f"dynamics (unset: {DEFAULT_SAMPLER})")
-    group.add_argument("--steps", type=positive_int,
-                       help="denoising steps or Langevin noise levels (unset: "
-                            + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
-                            + "; the \"no label\" branch: " + ", ".join(f"{k} {v['steps']}" for k, v in
-                                                                    UNCONDITIONAL_DEFAULTS.items())
-                            + "; DDPM with fewer than T steps is respaced)")
-    group.add_argument("--eta", type=float,
-                       help=f"noise scale of {' and '.join(ETA_SAMPLERS)}: 0 deterministic (the ODE), 1 the reverse "
-                            "SDE (DDPM's step) (unset: 0; the \"no label\" branch: "
-                            + ", ".join(f"{k} {v['eta']:g}" for k, v in UNCONDITIONAL_DEFAULTS.items()) + ")")
-    group.add_argument("--variance", default="beta_tilde", help=f"DDPM step variance σ²: {', '.join(VARIANCES)}")
-    group.add_argument("--spacing", help=f"steps evenly spaced in {' or '.join(SPACINGS)} (unset: log-SNR for "
-                                         "dpm++2m, time for the others)")
-    group = parser.add_argument_group("prompt")
-    group.add_argument("--digit", help="a digit 0-9; 'all' for the digits in turn; 'any' for digits drawn from the "
-                                       "training label frequencies (the default of a class-conditional UNet); "
-                                       "'none' for the \"no label\" branch")
-    group.add_argument("--guidance", type=float,
-                       help="classifier-free guidance scale: 0 unconditional, 1 conditional, >1 guided "
-                            f"(unset: 1 for --digit any, else {PROMPT_GUIDANCE:g} on λ "
-                            "{:g}..{:g}, the choice of `make guidance`; a scale given alone guides every "
-                            "step)".format(*PROMPT_GUIDANCE_INTERVAL))
-    group.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                       help="guide only the steps whose half-log-SNR λ = log(α/σ) lies in [LOW, HIGH] "
-                            "(Kynkäänniemi et al. 2024), plainly conditional elsewhere (unset: every step)")
-    add_guide_arg(group)
-    group.add_argument("--autoguidance", type=float,
-                       help="autoguidance weight w >= 1: D_guide + w (D - D_guide) (unset with a guide: "
-                            + ", ".join(f"{k} {v:g}" for k, v in GUIDED_AUTOGUIDANCE.items())
-                            + f", and digits at guidance {GUIDED_PROMPT_GUIDANCE:g} on the same interval; "
-                            "without: 1, none)")
+    add_sampler_args(parser)
+    add_prompt_args(parser, "a digit 0-9; 'all' for the digits in turn; 'any' for digits drawn from the training label "
+                            "frequencies (the default of a class-conditional UNet); 'none' for the \"no label\" branch")
     group = parser.add_argument_group("output")
     group.add_argument("--num-samples", dest="num_images", type=positive_int, default=64, help="images to generate")
     group.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,

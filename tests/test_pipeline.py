@@ -321,7 +321,8 @@ def test_guidance_study_scores_every_setting_and_chooses_among_the_recognisable(
     report = json.loads((tmp_path / "guidance.json").read_text())
     assert [(r["digit"], r["guidance"], r["interval"], r["autoguidance"]) for r in report["rows"]] == [
         ("all", 1.0, None, 1.0), ("all", 2.0, None, 1.0), ("all", 2.0, [-2.0, 2.0], 1.0),
-        ("all", 2.0, None, 1.5), ("all", 2.0, [-2.0, 2.0], 1.5), ("none", None, None, 1.0), ("none", None, None, 1.5)]
+        ("all", 2.0, None, 1.5), ("all", 2.0, [-2.0, 2.0], 1.5), ("any", 1.0, None, 1.0), ("any", 2.0, [-2.0, 2.0], 1.0),
+        ("any", 1.0, None, 1.5), ("any", 2.0, [-2.0, 2.0], 1.5), ("none", None, None, 1.0), ("none", None, None, 1.5)]
     # each cell is what the pipeline samples with that prompt and seed, scored independently here
     fid = fid_of_test_set(pipeline)
     pipe = LatentDiffusion.load(ckpt / "unet.safetensors", ckpt / "vae.safetensors", "cpu",
@@ -329,13 +330,17 @@ def test_guidance_study_scores_every_setting_and_chooses_among_the_recognisable(
     for seed in (0, 1):
         images = pipe(20, digit="all", guidance=2.0, guidance_interval=(-2, 2), autoguidance=1.5, seed=seed)
         assert report["rows"][4]["fids"][seed] == pytest.approx(fid(images), rel=1e-9)
-        assert report["rows"][6]["fids"][seed] == pytest.approx(fid(pipe(20, digit="none", autoguidance=1.5,
-                                                                          seed=seed)), rel=1e-9)
+        random = pipe(20, digit="any", guidance=2.0, guidance_interval=(-2, 2), autoguidance=1.5, seed=seed)
+        assert report["rows"][8]["fids"][seed] == pytest.approx(fid(random), rel=1e-9)
+        assert report["rows"][10]["fids"][seed] == pytest.approx(fid(pipe(20, digit="none", autoguidance=1.5,
+                                                                           seed=seed)), rel=1e-9)
     recognisable = [r for r in report["rows"][:5] if min(r["recognised"]) >= 0.99]
     assert report["chosen"] == (min(recognisable, key=lambda r: r["fid_mean"]) if recognisable else None)
-    assert report["chosen_no_label"] == min(report["rows"][5:], key=lambda r: r["fid_mean"])
+    assert report["chosen_random"] == min(report["rows"][5:9], key=lambda r: r["fid_mean"])
+    assert report["chosen_no_label"] == min(report["rows"][9:], key=lambda r: r["fid_mean"])
     table = (tmp_path / "guidance.md").read_text()
     assert (tmp_path / "guidance.png").stat().st_size > 0 and "λ -2..2" in table and "| no label | — |" in table
+    assert "| random digits | 2 | λ -2..2 | 1.5 |" in table
 
 
 @pytest.mark.slow

@@ -10,6 +10,8 @@
 #   make recipes DATA=../shared/data/mnist  UNet training recipes at equal wall-clock (after `make all`;
 #                                          ~20 min a recipe on 2 CPU cores; RECIPES="a b" picks some,
 #                                          BUDGET=minutes of training each; finished recipes are reused)
+#   make editing DATA=../shared/data/mnist  image-to-image and inpainting of test digits measured, and the
+#                                          pictures of every edit (after `make all`)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch missing MNIST files into DATA; the default when DATA is
@@ -50,7 +52,7 @@ CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion guide sample evaluate bench samplers guidance lengths recipes toy test test-fast clean FORCE
+.PHONY: all install data classifier vae latents diffusion guide sample evaluate bench samplers guidance editing lengths recipes toy test test-fast clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -68,6 +70,7 @@ evaluate: $(REPORTS)/fid.json
 bench: $(REPORTS)/bench.json
 samplers: $(REPORTS)/samplers.json
 guidance: $(REPORTS)/guidance.json
+editing: $(REPORTS)/editing.json
 lengths: $(REPORTS)/training_length.json
 recipes: $(REPORTS)/recipes.json
 toy: $(REPORTS)/toy/toy.json
@@ -141,6 +144,9 @@ $(REPORTS)/samplers.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensor
 
 $(REPORTS)/guidance.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors $(CKPT)/guide.safetensors
 	$(RUN) scripts.guidance --data-dir $(DATA) --guide $(CKPT)/guide.safetensors $(COMMON) $(DENOISER) --out-dir $(REPORTS)
+
+$(REPORTS)/editing.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors $(CKPT)/guide.safetensors
+	$(RUN) scripts.editing --data-dir $(DATA) --guide $(CKPT)/guide.safetensors $(COMMON) $(DENOISER) --out-dir $(REPORTS)
 
 $(REPORTS)/training_length.json: $(CKPT)/classifier.safetensors $(CKPT)/unet.safetensors
 	$(RUN) scripts.training_length --data-dir $(DATA) --preset $(PRESET) $(COMMON) --precision $(PRECISION) --out-dir $(REPORTS) \

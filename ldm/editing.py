@@ -15,9 +15,12 @@ each step is taken `resample` times, the merged x_s re-noised to the step's leve
 tries, x_t ~ q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 - ᾱ_t/ᾱ_s) I). The last step, to ᾱ = 1,
 leaves the kept latents exactly z_0.
 
-In latent space a mask is coarse: one latent position decodes to a 4 x 4 block of pixels (and its
-neighbours'), so a pixel mask becomes a latent one by `latent_mask`: a position is kept only when
-every pixel of its block is, so that every pixel asked for is regenerated.
+In latent space a mask is coarse: one latent position decodes to a 4 x 4 block of pixels (and,
+through the decoder's convolutions, its neighbours'), so a pixel mask becomes a latent one by
+`latent_mask`: a position is kept when at least half of its block's pixels are (the mask
+downsampled to the nearer value). A boundary inside a block moves to the block's edge, and the
+decoder blends the kept and generated latents across it: kept pixels near the boundary move by
+more than the VAE's own error, which `make editing` measures.
 
 Interpolation (`slerp`): between the noise of two seeds along the great circle, which keeps the
 norm Gaussian noise concentrates on (Song et al. 2020, arXiv:2010.02502, section 5.3, with a
@@ -38,7 +41,9 @@ from .errors import ConfigError, is_number
 
 # One latent position per block of pixels: the VAE downsamples 28 x 28 by 4 to 7 x 7.
 BLOCK = 4
-# RePaint's tries per step for inpainting unless told: chosen by `make editing` (docs/results.md)
+HALVES = ("top", "bottom", "left", "right")  # the masks `half_mask` makes
+# RePaint's tries per step for inpainting unless told: `make editing` measures it against none and
+# twice as many (docs/results.md)
 RESAMPLE = 5
 
 
@@ -145,10 +150,22 @@ def as_mask(mask, num_images: int) -> torch.Tensor:
     return mask.expand(num_images, -1, -1, -1)
 
 
+def half_mask(half: str) -> torch.Tensor:
+    """bool [28 x 28], True on the kept half of an image: "top", "bottom", "left" or "right"."""
+    if half not in HALVES:
+        raise ConfigError("keep", half, f"choose one of {', '.join(HALVES)}")
+    mask = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
+    cut = IMAGE_SIZE // 2
+    rows, columns = {"top": (slice(None, cut), slice(None)), "bottom": (slice(cut, None), slice(None)),
+                     "left": (slice(None), slice(None, cut)), "right": (slice(None), slice(cut, None))}[half]
+    mask[rows, columns] = True
+    return mask
+
+
 def latent_mask(pixel_mask: torch.Tensor) -> torch.Tensor:
     """bool [N x 1 x 28 x 28] pixels to keep -> bool [N x 1 x 7 x 7] latent positions to keep:
-    those whose whole 4 x 4 block of pixels is kept."""
-    return -F.max_pool2d(-pixel_mask.float(), BLOCK) > 0.5
+    those with at least half of their 4 x 4 block of pixels kept."""
+    return F.avg_pool2d(pixel_mask.float(), BLOCK) >= 0.5
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data
                      add_prompt_args, add_runtime_args, add_sampler_args, check_outputs, non_negative_int, positive_int,
                      run_context)
 from ldm.data import IMAGE_SIZE, load_mnist
-from ldm.editing import RESAMPLE, check_strength
+from ldm.editing import HALVES, RESAMPLE, check_strength, half_mask
 from ldm.errors import LdmError
 from ldm.images import save_grid
 from ldm.launch import run
@@ -43,9 +43,8 @@ from ldm.samples import samples_info, save_samples
 from ldm.sampling import SamplerConfig
 
 MODES = ("img2img", "inpaint", "interpolate")
-HALVES = ("top", "bottom", "left", "right")
-MODE_FLAGS = {"strength": "img2img", "mask": "inpaint", "keep": "inpaint", "resample": "inpaint", "seeds": "interpolate",
-              "digits": "interpolate", "frames": "interpolate"}
+MODE_FLAGS = {"strength": "img2img", "mask": "inpaint", "keep": "inpaint", "resample": "inpaint",
+              "seeds": "interpolate", "digits": "interpolate", "frames": "interpolate"}
 
 
 def parser() -> StageParser:
@@ -72,8 +71,8 @@ def parser() -> StageParser:
     group.add_argument("--frames", type=positive_int, default=10, help="images from one end to the other")
     add_sampler_args(parser, variance=False)
     add_prompt_args(parser, "a digit 0-9 to turn the images into or complete them as; 'all' for the digits in turn; "
-                            "'any' for digits drawn from the training label frequencies (interpolate's default); 'none' "
-                            "(the default of img2img and inpaint) for the \"no label\" branch")
+                            "'any' for digits drawn from the training label frequencies (interpolate's default); "
+                            "'none' (the default of img2img and inpaint) for the \"no label\" branch")
     group = parser.add_argument_group("output")
     group.add_argument("--out", default="reports/edit.safetensors", help="the results, and a PNG beside it")
     add_runtime_args(parser)
@@ -117,12 +116,7 @@ def read_mask(args) -> torch.Tensor:
     if (args.mask is None) == (args.keep is None):
         raise LdmError("inpaint needs a mask: give --mask or --keep (one of them)")
     if args.keep is not None:
-        mask = torch.zeros(IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
-        half = IMAGE_SIZE // 2
-        region = {"top": (slice(None, half), slice(None)), "bottom": (slice(half, None), slice(None)),
-                  "left": (slice(None), slice(None, half)), "right": (slice(None), slice(half, None))}[args.keep]
-        mask[region] = True
-        return mask
+        return half_mask(args.keep)
     pixels = read_png(args.mask)
     if not ((pixels == 0) | (pixels == 255)).all():
         raise LdmError(f"--mask {args.mask}: holds grey pixels; expected white (255) where kept and black (0) where "

@@ -2,15 +2,22 @@
 plain sampling and the VAE reconstruction it must reduce to, and scripts/edit.py against the API,
 with its refusals of bad input."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ldm.checkpoint import load_model
+from ldm.classifier import Classifier
 from ldm.data import load_mnist, to_uint8
+from ldm.editing import HALVES, half_mask
+from ldm.editing_study import RESAMPLES, SHIFT, STRENGTHS, digits_in_turn
 from ldm.errors import ConfigError
 from ldm.pipeline import LatentDiffusion
 from ldm.samples import load_samples
-from stage_scripts import CPU, assert_one_line_error, run_inline
+from stage_scripts import CPU, assert_one_line_error, run_inline, write_idx, write_synthetic_mnist
 
 
 @pytest.fixture
@@ -125,3 +132,45 @@ def test_bad_edit_inputs_are_refused_in_one_line_and_nothing_is_written(pipeline
     for args, fragment in cases:
         assert_one_line_error(edit(pipeline, *args, "--out", out), fragment)
         assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+@pytest.mark.slow
+def test_the_editing_study_measures_what_the_api_makes_and_draws_every_picture(pipeline, pipe, tmp_path,
+                                                                               default_precision):
+    ckpt = pipeline["ckpt"]
+    study = ["--classifier", ckpt / "classifier.safetensors", *pipeline["models"], *CPU, "--num-images", 20,
+             "--inpaint-images", 10, "--out-dir", tmp_path]
+    present = set(load_mnist(pipeline["data"], "test")[1].tolist())
+    missing = [d for d in range(10) if d not in present]  # the smoke test set's random labels may lack one
+    if missing:
+        assert_one_line_error(run_inline("editing", "--data-dir", pipeline["data"], *study),
+                              f"no image of digit {missing[0]}")
+    data = write_synthetic_mnist(tmp_path / "data")  # a test set with every digit, images of each repeated
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", np.arange(32) % 10)
+    result = run_inline("editing", "--data-dir", data, *study)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "editing.json").read_text())
+    assert [(r["prompt"], r["strength"]) for r in report["img2img"]] == \
+        [(p, s) for p in ("another digit", "no label") for s in STRENGTHS]
+    assert [(r["kept"], r["prompt"], r["resample"]) for r in report["inpaint"]] == \
+        [(h, p, r) for h in HALVES for p in ("own digit", "no label") for r in RESAMPLES]
+    # cells recomputed here through the API and the classifier
+    images, labels = load_mnist(data, "test")
+    classifier, _ = load_model(ckpt / "classifier.safetensors", Classifier)
+    shifted = digits_in_turn(images, labels, 20, SHIFT)
+    assert ((labels[shifted] - torch.arange(20)) % 10 == SHIFT).all()
+    out = pipe.img2img(images[shifted], 0.7, digit="all")
+    with torch.no_grad():
+        predicted = classifier.eval()(out.float()[:, None] / 255).argmax(1)
+    row = report["img2img"][7]
+    assert row["strength"] == 0.7 and row["recognised_prompt"] == pytest.approx(
+        (predicted == torch.arange(20) % 10).double().mean().item())
+    own = digits_in_turn(images, labels, 10)
+    out = pipe.inpaint(images[own], half_mask("left"), resample=RESAMPLES[1])
+    row = next(r for r in report["inpaint"] if (r["kept"], r["prompt"], r["resample"]) ==
+               ("left", "no label", RESAMPLES[1]))
+    kept = half_mask("left")
+    assert row["kept_change"] == pytest.approx((out.float() - images[own].float()).abs()[:, kept].mean().item())
+    for name in ("editing.md", "editing.png", "img2img.png", "inpainting.png", "interpolation.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert Image.open(tmp_path / "interpolation.png").size == (10 * 30 + 2, 3 * 30 + 2)

@@ -119,14 +119,19 @@ def test_edit_settings_are_refused_where_defined():
                                          edit=Edit(latents, mask=torch.ones(2, 1, 7, 7, dtype=torch.bool), resample=2))
 
 
-def test_a_latent_position_is_kept_only_when_its_whole_block_of_pixels_is():
+def test_a_latent_position_is_kept_when_at_least_half_its_block_of_pixels_is():
     mask = torch.ones(1, 1, 28, 28, dtype=torch.bool)
-    mask[0, 0, 5, 9] = False  # one pixel in block (1, 2)
+    mask[0, 0, 4:7, 8:12] = False  # 12 of the 16 pixels of block (1, 2)
+    mask[0, 0, 8:10, 0:4] = False  # 8 of block (2, 0): half kept
+    mask[0, 0, 12:13, 4:6] = False  # 2 of block (3, 1)
     mask[0, 0, 24:, :] = False  # the bottom row of blocks
     expected = torch.ones(1, 1, 7, 7, dtype=torch.bool)
     expected[0, 0, 1, 2] = False
     expected[0, 0, 6, :] = False
     assert torch.equal(latent_mask(mask), expected)
+    top = torch.zeros(1, 1, 28, 28, dtype=torch.bool)
+    top[..., :14, :] = True  # 14 rows: the block they cut in half is kept
+    assert latent_mask(top)[0, 0, :, 0].tolist() == [True] * 4 + [False] * 3
 
 
 def test_images_and_masks_are_taken_in_every_usual_form_and_refused_otherwise():

@@ -12,6 +12,8 @@
 #                                          BUDGET=minutes of training each; finished recipes are reused)
 #   make editing DATA=../shared/data/mnist  image-to-image and inpainting of test digits measured, and the
 #                                          pictures of every edit (after `make all`)
+#   make demo DATA=../shared/data/mnist     the web demo on http://127.0.0.1:7860 (after `make all`; needs the demo
+#                                          extra: pip install -e '.[demo]', which `make install` includes)
 #   make toy                               the same diffusion code on 1-D and 2-D toy data (no MNIST needed)
 # Variables: DATA (MNIST folder), PRESET (auto|cpu|gpu|smoke), DEVICE (auto|cpu|cuda), SEED,
 # N (images per FID row), DOWNLOAD=1 (fetch missing MNIST files into DATA; the default when DATA is
@@ -52,7 +54,7 @@ CURVES = --curves $(REPORTS)/$(1)_curves.png $(if $(TENSORBOARD),--tensorboard $
 # each process its share of the cores.
 LAUNCH := $(if $(filter-out 1,$(NPROC)),OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m,$(RUN))
 
-.PHONY: all install data classifier vae latents diffusion guide sample evaluate bench samplers guidance editing lengths recipes toy test test-fast clean FORCE
+.PHONY: all install data classifier vae latents diffusion guide sample evaluate bench samplers guidance editing demo lengths recipes toy test test-fast clean FORCE
 
 all: $(REPORTS)/fid.json
 	@cat $(REPORTS)/fid.md
@@ -71,6 +73,9 @@ bench: $(REPORTS)/bench.json
 samplers: $(REPORTS)/samplers.json
 guidance: $(REPORTS)/guidance.json
 editing: $(REPORTS)/editing.json
+# Serves until stopped (Ctrl-C); the page says what to run when checkpoints are missing.
+demo: $(VENV)/.installed
+	$(RUN) scripts.demo --checkpoints $(CKPT) --data-dir $(DATA) --device $(DEVICE)
 lengths: $(REPORTS)/training_length.json
 recipes: $(REPORTS)/recipes.json
 toy: $(REPORTS)/toy/toy.json

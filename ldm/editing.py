@@ -81,12 +81,12 @@ class Edit:
 
     def start(self, noise: torch.Tensor, timesteps: list[int], alphas_cumprod: list[float],
               ) -> tuple[torch.Tensor, list[int]]:
-        """The chain's first x and the steps it runs: the last round(strength × steps) of
+        """The chain's first x and the steps it runs: the last strength × steps (rounded) of
         `timesteps`, from z_0 noised to the first of them with `noise` (the chain's own first
         draw unless the edit gives its own, so that every strength starts from the same noise)."""
         if self.noise is not None:
             noise = self.noise.to(noise)
-        kept = round(self.strength * len(timesteps))
+        kept = int(self.strength * len(timesteps) + 0.5)  # rounded half up
         if kept == len(timesteps):
             return noise, timesteps
         if kept == 0:

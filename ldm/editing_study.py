@@ -36,6 +36,7 @@ from .version import __version__
 STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
 SHIFT = 5  # img2img prompts each input with its own digit + SHIFT
 RESAMPLES = (1, RESAMPLE, 2 * RESAMPLE)  # RePaint's tries per step: none, the default, twice as many
+IMG2IMG_PICTURE = (0.5, 0.6, 0.7, 0.8, 1.0)  # below 0.5 the default sampler's last steps change little
 
 
 def digits_in_turn(images: torch.Tensor, labels: torch.Tensor, n: int, shift: int = 0) -> torch.Tensor:
@@ -157,14 +158,14 @@ def write_report(report: dict, out_dir: str | os.PathLike) -> str:
 
 def draw_pictures(model: LatentDiffusion, test_images: torch.Tensor, test_labels: torch.Tensor,
                   out_dir: str | os.PathLike, seed: int) -> list[str]:
-    """The README's pictures, into `out_dir`: img2img.png (eight digits, one per column, at
-    strengths 0 to 1 down the rows, each prompted with its digit + SHIFT), inpainting.png (inputs,
-    the kept top half, then completions from three seeds, prompted with their own digit) and
-    interpolation.png (between two seeds of one digit, between two digits of one seed, and
-    between two seeds of random digits). Returns the paths."""
+    """The README's pictures, into `out_dir`: img2img.png (eight digits, one per column, then
+    down the rows at the strengths IMG2IMG_PICTURE, each prompted with its digit + SHIFT),
+    inpainting.png (inputs, the kept top half, then completions from three seeds, prompted with
+    their own digit) and interpolation.png (between two seeds of one digit, between two digits of
+    one seed, and between two seeds of random digits). Returns the paths."""
     paths = [os.path.join(out_dir, name) for name in ("img2img.png", "inpainting.png", "interpolation.png")]
     inputs = test_images[digits_in_turn(test_images, test_labels, 8, SHIFT)]
-    rows = [inputs] + [model.img2img(inputs, s, digit="all", seed=seed) for s in (0.2, 0.4, 0.5, 0.6, 0.8, 1.0)]
+    rows = [inputs] + [model.img2img(inputs, s, digit="all", seed=seed) for s in IMG2IMG_PICTURE]
     save_grid(torch.cat(rows), paths[0], nrow=8)
     inputs = test_images[digits_in_turn(test_images, test_labels, 8)]
     mask = half_mask("top")

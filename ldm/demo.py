@@ -146,7 +146,7 @@ class Demo:
         return self._guarded(run, 2)
 
     def img2img(self, source: str, test_index, drawing, strength, digit: str, seed, num_images):
-        """(picture, status): the input, then num_images results from consecutive seeds."""
+        """(picture, status): the input, then num_images results, each from its own noise."""
         def run():
             model, count = self._model(), self._count(num_images)
             image = self._input(source, test_index, drawing)
@@ -187,7 +187,7 @@ class Demo:
         """run(), or no pictures and the error as the status line."""
         try:
             return run()
-        except (LdmError, ValueError, TypeError) as e:
+        except LdmError as e:  # ConfigError included: a setting named by its field
             return (*([None] * pictures), f"Error: {e}")
 
 

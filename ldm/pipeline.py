@@ -313,7 +313,8 @@ class LatentDiffusion:
         def sample_batch(i: int, batch: slice) -> torch.Tensor:
             z = self.sample_latents(batch.stop - batch.start, config, labels=None if labels is None else labels[batch],
                                     guidance=ends[0].scale, guidance_interval=ends[0].guidance_interval,
-                                    autoguidance=ends[0].autoguidance, generator=torch.Generator().manual_seed(0),
+                                    autoguidance=ends[0].autoguidance,
+                                    generator=torch.Generator().manual_seed(0),  # drawn, unused: η = 0
                                     progress=progress, edit=edit[batch])
             return to_uint8(self.decode(z))
 

@@ -33,8 +33,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .data import IMAGE_SIZE
 from .errors import ConfigError, is_number
@@ -110,10 +112,26 @@ class Edit:
         return ratio ** 0.5 * x + (1 - ratio) ** 0.5 * noise
 
 
+def _as_tensor(value, field: str) -> torch.Tensor:
+    """A tensor, an array, a (list of) greyscale PIL image(s) or nested lists as a tensor."""
+    if isinstance(value, Image.Image) or (isinstance(value, (list, tuple)) and value
+                                          and all(isinstance(v, Image.Image) for v in value)):
+        pictures = [value] if isinstance(value, Image.Image) else list(value)
+        if any(p.mode not in ("L", "1") for p in pictures):
+            raise ConfigError(field, f"of mode {pictures[0].mode}", "PIL images must be greyscale (mode L)")
+        value = np.stack([np.asarray(p.convert("L")) for p in pictures])
+    try:
+        return torch.as_tensor(np.asarray(value) if isinstance(value, (list, tuple)) else value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(field, f"of type {type(value).__name__}", "must be a tensor, an array or greyscale PIL "
+                                                                    "images") from None
+
+
 def as_images(images, field: str = "images") -> torch.Tensor:
-    """Greyscale 28 x 28 images as an edit takes them: uint8 (0-255) or floats in [0, 1], a tensor
-    or an array, [N x 28 x 28], [N x 1 x 28 x 28] or one [28 x 28] -> float [N x 1 x 28 x 28]."""
-    images = torch.as_tensor(images)
+    """Greyscale 28 x 28 images as an edit takes them: uint8 (0-255) or floats in [0, 1], a tensor,
+    an array or PIL images, [N x 28 x 28], [N x 1 x 28 x 28] or one [28 x 28] -> float
+    [N x 1 x 28 x 28]."""
+    images = _as_tensor(images, field)
     shape = tuple(images.shape)
     if images.dim() == 2:
         images = images[None]
@@ -135,7 +153,7 @@ def as_mask(mask, num_images: int) -> torch.Tensor:
     """A pixel mask, True (or 1) where the image is kept, for each of `num_images` images or one
     for all: bool or 0/1 values, [28 x 28], [N x 28 x 28] or [N x 1 x 28 x 28] -> bool
     [num_images x 1 x 28 x 28]."""
-    mask = torch.as_tensor(mask)
+    mask = _as_tensor(mask, "mask")
     if mask.dtype != torch.bool:
         if not ((mask == 0) | (mask == 1)).all():
             raise ConfigError("mask", "with values other than 0 and 1", "must be True/1 where kept, False/0 where "

@@ -288,9 +288,17 @@ class LatentDiffusion:
         interpolated spherically (editing.slerp) and their labels' embeddings linearly, sampled
         with a deterministic sampler (the branch's, at η = 0). The ends are the plain samples
         `pipe(1, digit=d, seed=s, eta=0)` of the same settings. Both ends take the same guidance:
-        two digits 0-9, or one prompt ("any" draws each end's digit from its seed)."""
+        two digits 0-9, or one prompt (a single `digits` serves both; "any" draws each end's digit
+        from its seed)."""
         if not (isinstance(frames, int) and not isinstance(frames, bool) and 2 <= frames <= 10_000):
             raise ConfigError("frames", frames, "must be a whole number in 2..10000 (the two ends and those between)")
+        if not (isinstance(seeds, (tuple, list)) and len(seeds) == 2
+                and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ConfigError("seeds", seeds, "must be two seeds, whole numbers >= 0, one for each end")
+        if not isinstance(digits, (tuple, list)):  # one prompt for both ends
+            digits = (digits, digits)
+        if len(digits) != 2:
+            raise ConfigError("digits", digits, "must be two digits, one for each end, or one for both")
         ends = [self.prompt(digit, guidance, guidance_interval, autoguidance) for digit in digits]
         if {(p.scale, p.guidance_interval, p.autoguidance) for p in ends} != {(ends[0].scale, ends[0].guidance_interval,
                                                                                 ends[0].autoguidance)}:

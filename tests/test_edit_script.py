@@ -72,8 +72,11 @@ def test_interpolation_ends_are_plain_samples(pipe):
     assert torch.equal(frames[-1], pipe(1, seed=6, sampler="ddim", steps=3)[0])
     same = pipe.interpolate(3, seeds=(7, 7), digits=("none", "none"))
     assert torch.equal(same[0], same[1]) and torch.equal(same[0], pipe(1, digit="none", seed=7, eta=0)[0])
+    both = pipe.interpolate(3, seeds=(2, 3), digits=4)  # one digit serves both ends
+    assert torch.equal(both[0], pipe(1, digit=4, seed=2)[0]) and torch.equal(both[-1], pipe(1, digit=4, seed=3)[0])
     for kwargs, match in ((dict(digits=(3, "none")), "alike"), (dict(sampler="ddpm"), "deterministic"),
-                          (dict(frames=1), "frames")):
+                          (dict(frames=1), "frames"), (dict(seeds=(1,)), "two seeds"), (dict(seeds=(1, -2)), "seeds"),
+                          (dict(digits=(1, 2, 3)), "two digits")):
         with pytest.raises(ConfigError, match=match):
             pipe.interpolate(**{"frames": 4, **kwargs})
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_sampling import MEAN, STD, oracle_eps
 
 from ldm.editing import Edit, as_images, as_mask, latent_mask, slerp
@@ -140,6 +141,15 @@ def test_images_and_masks_are_taken_in_every_usual_form_and_refused_otherwise():
     for form in (pixels, pixels[:, None], pixels.numpy(), as_float, as_float.numpy()):
         assert torch.equal(as_images(form), as_float)
     assert as_images(pixels[0]).shape == (1, 1, 28, 28)
+    pictures = [Image.fromarray(p.numpy(), mode="L") for p in pixels]
+    assert torch.equal(as_images(pictures), as_float) and torch.equal(as_images(pictures[0]), as_float[:1])
+    with pytest.raises(ConfigError, match="greyscale"):
+        as_images(Image.new("RGB", (28, 28)))
+    for bad in (None, "digit.png", {"a": 1}):
+        with pytest.raises(ConfigError, match="must be a tensor, an array or greyscale PIL images"):
+            as_images(bad)
+    with pytest.raises(ConfigError, match="mask"):
+        as_mask(None, 3)
     for bad, match in ((torch.zeros(3, 28, 27), "greyscale 28 x 28"), (torch.zeros(2, 3, 28, 28), "greyscale"),
                        (torch.zeros(0, 28, 28), "N >= 1"), (torch.full((1, 28, 28), 1.5), "outside"),
                        (torch.full((1, 28, 28), float("nan")), "outside"), (torch.zeros(1, 28, 28, dtype=torch.int64),

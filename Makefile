@@ -119,7 +119,7 @@ $(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safeten
 # (ldm/guidance.py; the preset's guide settings)
 $(CKPT)/guide.safetensors: $(CKPT)/latents.safetensors
 	$(LAUNCH) scripts.train_diffusion --as-guide --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) \
-		--fid-every 0 --out $@ $(call CURVES,guide)
+		--out $@ $(call CURVES,guide)
 
 # The default sampler of each branch (ldm/sampling.py: SamplerConfig.for_branch, chosen by `make
 # samplers`) on the three prompts: random digits, the "no label" branch, and digits 0-9 in turn at

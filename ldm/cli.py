@@ -110,6 +110,13 @@ def add_compile_arg(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile the UNet (pays a one-off compilation, about a minute, for faster steps)")
 
 
+def add_unet_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """The runtime flags of a script that runs the UNet: add_runtime_args, --compile, --precision."""
+    add_runtime_args(parser)
+    add_compile_arg(parser)
+    add_precision_arg(parser)
+
+
 def add_precision_arg(parser: argparse.ArgumentParser) -> None:
     """--precision: the mixed-precision policy while the script runs (launch.run enters it)."""
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,

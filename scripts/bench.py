@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm.bench import BenchInputs, run_bench
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
-                     add_runtime_args, add_study_dirs, prepare, run_context, scored_images)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_study_dirs,
+                     add_unet_runtime_args, prepare, run_context, scored_images)
 from ldm.launch import run
 
 
@@ -30,9 +30,7 @@ def parser() -> StageParser:
     parser.add_argument("--num-images", type=scored_images, help="images per row (unset: the preset's)")
     parser.add_argument("--skip-training", action="store_true", help="leave out the training-choice study")
     add_study_dirs(parser, "bench", "UNets of the training study")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

@@ -29,9 +29,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
-                     add_prompt_args, add_runtime_args, add_sampler_args, check_outputs, non_negative_int, positive_int,
-                     run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_prompt_args, add_sampler_args,
+                     add_unet_runtime_args, check_outputs, non_negative_int, positive_int, run_context)
 from ldm.data import IMAGE_SIZE, load_mnist
 from ldm.editing import HALVES, RESAMPLE, check_strength, half_mask
 from ldm.errors import LdmError
@@ -75,9 +74,7 @@ def parser() -> StageParser:
                             "'none' (the default of img2img and inpaint) for the \"no label\" branch")
     group = parser.add_argument_group("output")
     group.add_argument("--out", default="reports/edit.safetensors", help="the results, and a PNG beside it")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

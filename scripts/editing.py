@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_guide_arg, add_precision_arg,
-                     add_runtime_args, add_study_dirs, check_outputs, positive_int, run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_guide_arg, add_study_dirs,
+                     add_unet_runtime_args, check_outputs, positive_int, run_context)
 from ldm.data import load_mnist
 from ldm.editing_study import draw_pictures, run_editing_study, summary, write_report
 from ldm.launch import run
@@ -35,9 +35,7 @@ def parser() -> StageParser:
     parser.add_argument("--num-images", type=positive_int, default=1000, help="test digits edited image-to-image")
     parser.add_argument("--inpaint-images", type=positive_int, default=300, help="test digits inpainted per setting")
     add_study_dirs(parser, "editing")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

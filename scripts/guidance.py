@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_guide_arg, add_precision_arg,
-                     add_runtime_args, add_study_dirs, check_outputs, positive_float, scored_images, seed)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_guide_arg, add_study_dirs,
+                     add_unet_runtime_args, check_outputs, positive_float, scored_images, seed)
 from ldm.data import load_mnist_splits
 from ldm.errors import LdmError
 from ldm.guidance_study import AUTOGUIDANCE, INTERVALS, SCALES, SEEDS, run_guidance_study, settings, write_report
@@ -49,9 +49,7 @@ def parser() -> StageParser:
                              "branch at each (needs a guide; unset: " + " ".join(f"{w:g}" for w in AUTOGUIDANCE)
                              + " with a guide, else 1)")
     add_study_dirs(parser, "guidance")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from ldm import distributed
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_precision_arg, add_prompt_args,
-                     add_runtime_args, add_sampler_args, check_outputs, positive_int, run_context)
+from ldm.cli import (StageParser, add_checkpoint_args, add_prompt_args, add_sampler_args, add_unet_runtime_args,
+                     check_outputs, positive_int, run_context)
 from ldm.data import SAMPLE_BYTES
 from ldm.errors import LdmError
 from ldm.images import digit_rows, save_grid, save_rows
@@ -50,9 +50,7 @@ def parser() -> StageParser:
                        help="images written here, and a grid of the first 64 beside it as .png")
     group.add_argument("--strip", action="store_true",
                        help="also write <out>_process.png: x̂_0 across the chain for 8 samples, one row each")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

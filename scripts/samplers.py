@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg,
-                     add_runtime_args, add_study_dirs, check_outputs, fid_images, positive_int, seed)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_study_dirs, add_unet_runtime_args,
+                     check_outputs, fid_images, positive_int, seed)
 from ldm.data import load_mnist_splits
 from ldm.launch import run
 from ldm.pipeline import BATCH_SIZE, LatentDiffusion
@@ -40,9 +40,7 @@ def parser() -> StageParser:
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
                         help="images per sampling batch (the images depend on it)")
     add_study_dirs(parser, "samplers")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

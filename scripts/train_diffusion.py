@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from ldm.checkpoint import load_model
 from ldm.classifier import Classifier
-from ldm.cli import (StageParser, add_checkpoint_args, add_compile_arg, add_data_arg, add_precision_arg, add_preset_arg,
-                     add_runtime_args, add_training_args, fid_images, non_negative_int, positive_float, positive_int,
-                     prepare, run_context, with_overrides)
+from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_preset_arg, add_training_args,
+                     add_unet_runtime_args, fid_images, non_negative_int, positive_float, positive_int, prepare,
+                     run_context, with_overrides)
 from ldm.data import load_mnist
 from ldm.diffusion import PREDICTIONS
 from ldm.latents import check_cache_fits_vae, load_latent_cache
@@ -62,9 +62,7 @@ def parser() -> StageParser:
     group.add_argument("--fid-images", type=fid_images, help="samples per FID")
     add_data_arg(group)
     add_checkpoint_args(group, "classifier", "vae")
-    add_runtime_args(parser)
-    add_compile_arg(parser)
-    add_precision_arg(parser)
+    add_unet_runtime_args(parser)
     return parser
 
 

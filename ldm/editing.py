@@ -49,6 +49,11 @@ HALVES = ("top", "bottom", "left", "right")  # the masks `half_mask` makes
 RESAMPLE = 5
 
 
+def noised(z: torch.Tensor, alpha_bar: float, noise: torch.Tensor) -> torch.Tensor:
+    """√ᾱ z + √(1 - ᾱ) noise: z taken to level ᾱ of the forward process (eq. 4 of 2006.11239)."""
+    return alpha_bar ** 0.5 * z + (1 - alpha_bar) ** 0.5 * noise
+
+
 def check_strength(strength) -> float:
     if not (is_number(strength) and 0 <= strength <= 1):
         raise ConfigError("strength", strength, "must be a number in [0, 1] (0: the image itself, 1: plain sampling)")
@@ -72,9 +77,10 @@ class Edit:
             raise ConfigError("resample", self.resample, "must be a whole number >= 1")
         if self.resample > 1 and self.mask is None:
             raise ConfigError("resample", self.resample, "only inpainting (with a mask) resamples its steps")
-        if self.latents is None and (self.strength < 1 or self.mask is not None):
-            raise ConfigError("strength" if self.mask is None else "mask", self.strength if self.mask is None else
-                              "given", "needs the latents of the images edited")
+        if self.latents is None and self.mask is not None:
+            raise ConfigError("mask", "given", "needs the latents of the images edited")
+        if self.latents is None and self.strength < 1:
+            raise ConfigError("strength", self.strength, "needs the latents of the images edited")
 
     def __getitem__(self, index: slice) -> "Edit":
         """The edit of the images in `index` (one sampling batch)."""
@@ -93,8 +99,7 @@ class Edit:
             return noise, timesteps
         if kept == 0:
             return self.latents.to(noise.device), []
-        alpha_bar = alphas_cumprod[timesteps[-kept]]
-        return alpha_bar ** 0.5 * self.latents.to(noise.device) + (1 - alpha_bar) ** 0.5 * noise, timesteps[-kept:]
+        return noised(self.latents.to(noise.device), alphas_cumprod[timesteps[-kept]], noise), timesteps[-kept:]
 
     def keep(self, x: torch.Tensor, alpha_bar: float, draw) -> torch.Tensor:
         """x at level ᾱ with the kept latents replaced by z_0 noised to the same level (`draw()`:
@@ -102,14 +107,14 @@ class Edit:
         if self.mask is None:
             return x
         latents = self.latents.to(x.device)
-        known = latents if alpha_bar == 1.0 else alpha_bar ** 0.5 * latents + (1 - alpha_bar) ** 0.5 * draw()
+        known = latents if alpha_bar == 1.0 else noised(latents, alpha_bar, draw())
         return torch.where(self.mask.to(x.device), known, x)
 
     @staticmethod
     def renoise(x: torch.Tensor, alpha_bar_t: float, alpha_bar_s: float, noise: torch.Tensor) -> torch.Tensor:
-        """x_s taken back to the noisier level t: a draw of q(x_t | x_s)."""
-        ratio = alpha_bar_t / alpha_bar_s
-        return ratio ** 0.5 * x + (1 - ratio) ** 0.5 * noise
+        """x_s taken back to the noisier level t: a draw of q(x_t | x_s), the forward process from
+        s to t, whose ᾱ is their ratio."""
+        return noised(x, alpha_bar_t / alpha_bar_s, noise)
 
 
 def _as_tensor(value, field: str) -> torch.Tensor:

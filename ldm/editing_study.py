@@ -31,6 +31,7 @@ from .images import save_grid, save_rows
 from .outputs import Outputs, write_study
 from .pipeline import LatentDiffusion
 from .plots import new_figure, save_figure
+from .scoring import classify
 from .version import __version__
 
 STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -51,13 +52,6 @@ def digits_in_turn(images: torch.Tensor, labels: torch.Tensor, n: int, shift: in
                          for i, d in ((i, (i + shift) % NUM_CLASSES) for i in range(n))])
 
 
-def predict(classifier: Classifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    classifier.eval()
-    with torch.no_grad():
-        return torch.cat([classifier(to_float(images[i:i + 1000]).to(device)).argmax(1).cpu()
-                          for i in range(0, len(images), 1000)])
-
-
 def run_editing_study(model: LatentDiffusion, classifier: Classifier, test_images: torch.Tensor,
                       test_labels: torch.Tensor, *, num_images: int, inpaint_images: int, seed: int,
                       device: torch.device, progress: bool = False) -> dict:
@@ -70,7 +64,7 @@ def run_editing_study(model: LatentDiffusion, classifier: Classifier, test_image
             start = time.time()
             out = model.img2img(inputs, strength, digit=digit, seed=seed, progress=progress)
             seconds = time.time() - start
-            predicted = predict(classifier, out, device)
+            predicted = classify(classifier, out, device)
             img2img_rows.append({"prompt": "another digit" if digit else "no label", "strength": strength,
                                  "recognised_prompt": (predicted == prompted).double().mean().item() if digit else None,
                                  "recognised_own": (predicted == own).double().mean().item(),
@@ -96,7 +90,7 @@ def run_editing_study(model: LatentDiffusion, classifier: Classifier, test_image
                                      "resample": resample, "kept_change": kept_change(out),
                                      "reconstruction_change": kept_change(reconstruction),
                                      "from_reconstruction": kept_change(out, reconstruction),
-                                     "recognised_own": (predict(classifier, out, device) == own).double().mean().item(),
+                                     "recognised_own": (classify(classifier, out, device) == own).double().mean().item(),
                                      "images_per_second": inpaint_images / seconds})
                 row = inpaint_rows[-1]
                 print(f"inpaint {half:>6} {row['prompt']:>9} resample {resample}: kept pixels move "

@@ -27,10 +27,12 @@ LATENT_TARGETS = ("sample", "mean")
 @torch.no_grad()
 def encode_images(vae: VAE, images: torch.Tensor, device: torch.device, batch_size: int = 1000,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images [N x 28 x 28] -> (mean, logvar) float32 on the CPU, [N x C x 7 x 7] each."""
+    """uint8 images [N x 28 x 28], or floats [N x 1 x 28 x 28] in [0, 1], -> (mean, logvar) float32
+    on the CPU, [N x C x 7 x 7] each."""
     means, logvars = [], []
     for i in tqdm(range(0, len(images), batch_size), desc="encode", leave=False, disable=not progress):
-        mean, logvar = vae.encode(to_float(images[i:i + batch_size]).to(device))
+        batch = images[i:i + batch_size]
+        mean, logvar = vae.encode((to_float(batch) if batch.dtype == torch.uint8 else batch).to(device))
         check_finite(torch.stack([mean, logvar]), "the VAE's encodings are")
         means.append(mean.cpu())
         logvars.append(logvar.cpu())

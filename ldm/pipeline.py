@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import distributed
 from .checkpoint import Checkpoint, build_config, check_made_with_vae, load_model
@@ -20,10 +21,10 @@ from .data import SAMPLE_BYTES, to_uint8
 from .diffusion import Diffusion, DiffusionConfig
 from .editing import RESAMPLE, Edit, as_images, as_mask, check_strength, latent_mask, slerp
 from .errors import ConfigError, LdmError, check_choice, check_finite, is_number
-from .latents import scale_factor_problem
+from .latents import encode_images, scale_factor_problem
 from .prompt import Prompt
 from .runtime import check_fits_in_memory, resolve_device
-from .sampling import Callback, SamplerConfig
+from .sampling import ETA_SAMPLERS, Callback, SamplerConfig
 from .unet import UNet
 from .vae import VAE
 
@@ -164,6 +165,12 @@ class LatentDiffusion:
         return prompt
 
     @property
+    def fingerprints(self) -> dict[str, str | None]:
+        """The fingerprints of the UNet, VAE and guide (None without one), as samples files record them."""
+        return {"unet_fingerprint": self.unet_ckpt.fingerprint, "vae_fingerprint": self.vae_ckpt.fingerprint,
+                "guide_fingerprint": None if self.guide_ckpt is None else self.guide_ckpt.fingerprint}
+
+    @property
     def _unet_name(self) -> str:
         return str(self.unet_ckpt.path) if self.unet_ckpt is not None else "the UNet in training"
 
@@ -201,7 +208,11 @@ class LatentDiffusion:
         """
         check_fits_in_memory("num_images", num_images, num_images * SAMPLE_BYTES)  # all held at the end
         labels = prompt.labels(num_images, seed, self.label_frequencies)
+        return self._sample_batches(num_images, sampler, prompt, labels, seed, batch_size, progress, edit)
 
+    def _sample_batches(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, labels: torch.Tensor | None,
+                        seed: int, batch_size: int, progress: bool, edit: Edit | None) -> torch.Tensor:
+        """`sample` with the labels given: ints [N], mixes [N x (classes + 1)] or None."""
         def sample_batch(i: int, batch: slice) -> torch.Tensor:
             z = self.sample_latents(batch.stop - batch.start, sampler, labels=None if labels is None else labels[batch],
                                     guidance=prompt.scale, guidance_interval=prompt.guidance_interval,
@@ -233,10 +244,8 @@ class LatentDiffusion:
         latents z_0 [N x C x 7 x 7]: the VAE posterior means, the single most likely latent of each,
         so that an edit of an image depends on the image alone. Decoded, they are the VAE
         reconstruction (what an edit at strength 0 returns)."""
-        images = as_images(images)
-        latents = [self.vae.encode(images[i:i + BATCH_SIZE].to(self.device))[0] for i in range(0, len(images),
-                                                                                              BATCH_SIZE)]
-        return self.scale_factor * torch.cat(latents).float()
+        mean, _ = encode_images(self.vae, as_images(images), self.device, batch_size=BATCH_SIZE)
+        return self.scale_factor * mean.to(self.device)
 
     def edit_settings(self, digit, guidance, guidance_interval, autoguidance, sampler, steps, eta, spacing,
                        ) -> tuple[Prompt, SamplerConfig]:
@@ -300,33 +309,24 @@ class LatentDiffusion:
         if len(digits) != 2:
             raise ConfigError("digits", digits, "must be two digits, one for each end, or one for both")
         ends = [self.prompt(digit, guidance, guidance_interval, autoguidance) for digit in digits]
-        if {(p.scale, p.guidance_interval, p.autoguidance) for p in ends} != {(ends[0].scale, ends[0].guidance_interval,
-                                                                                ends[0].autoguidance)}:
+        if len({(p.scale, p.guidance_interval, p.autoguidance) for p in ends}) > 1:
             raise ConfigError("digits", tuple(digits), "both ends must be sampled alike: two digits 0-9, or the same "
                                                        "prompt at both")
         config = SamplerConfig.for_branch(ends[0].unconditional, sampler, steps, 0.0, spacing=spacing)
-        if config.sampler not in ("ddim", "dpm++2m"):
-            raise ConfigError("sampler", config.sampler, "interpolation needs a deterministic sampler: ddim or dpm++2m")
+        if config.sampler not in ETA_SAMPLERS:  # deterministic at η = 0
+            raise ConfigError("sampler", config.sampler,
+                              f"interpolation needs a deterministic sampler: {' or '.join(ETA_SAMPLERS)}")
         weights = torch.linspace(0, 1, frames, dtype=torch.float64)
         noise = slerp(*(torch.randn((1, *self.vae.latent_shape), generator=batch_generator(seed, 0))[0]
                         for seed in seeds), weights)
         labels = None
         if self.num_classes and not all(p.unconditional for p in ends):
-            one_hot = [torch.nn.functional.one_hot(torch.tensor(self.num_classes if p.unconditional else
-                                                                int(p.labels(1, seed, self.label_frequencies)[0])),
-                                                   self.num_classes + 1).double() for p, seed in zip(ends, seeds)]
+            one_hot = [F.one_hot(torch.tensor(self.num_classes if p.unconditional else
+                                              int(p.labels(1, seed, self.label_frequencies)[0])),
+                                 self.num_classes + 1).double() for p, seed in zip(ends, seeds)]
             labels = ((1 - weights[:, None]) * one_hot[0] + weights[:, None] * one_hot[1]).float()
-        edit = Edit(noise=noise)
-
-        def sample_batch(i: int, batch: slice) -> torch.Tensor:
-            z = self.sample_latents(batch.stop - batch.start, config, labels=None if labels is None else labels[batch],
-                                    guidance=ends[0].scale, guidance_interval=ends[0].guidance_interval,
-                                    autoguidance=ends[0].autoguidance,
-                                    generator=torch.Generator().manual_seed(0),  # drawn, unused: η = 0
-                                    progress=progress, edit=edit[batch])
-            return to_uint8(self.decode(z))
-
-        return torch.cat(distributed.map_batches(frames, batch_size, sample_batch, desc="batches", progress=progress))
+        # the chains start from the interpolated noise; the generator's draws go unused at η = 0
+        return self._sample_batches(frames, config, ends[0], labels, seeds[0], batch_size, progress, Edit(noise=noise))
 
     @torch.no_grad()
     def denoising_strip(self, num_images: int, sampler: SamplerConfig, prompt: Prompt, *, seed: int = 0,

@@ -213,7 +213,7 @@ def dpm_solver_2m_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[
 def langevin_sample(model: EpsModel, schedule: NoiseSchedule, shape: tuple[int, ...], *, levels: int,
                     steps_per_level: int = 10, step_scale: float = 0.2, generator: torch.Generator | None = None,
                     device="cpu", progress: bool = False, callback: Callback | None = None,
-                edit: Edit | None = None) -> torch.Tensor:
+                    edit: Edit | None = None) -> torch.Tensor:
     """Annealed Langevin dynamics (Song & Ermon 2019, arXiv:1907.05600, Algorithm 1) on the
     marginals q(x_t) of the diffusion, with the score an ε-model implies,
         ∇ log q(x_t) ≈ -ε̂(x_t, t) / σ_t,   σ_t = √(1 - ᾱ_t)   (Song et al. 2021, arXiv:2011.13456).

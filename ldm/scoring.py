@@ -85,6 +85,18 @@ class Scorer:
                             from_training_set=from_training_set, fid_subset=fid_subset, progress=self.progress)
 
 
+def predicted_digits(classifier: Classifier, features: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The classifier's verdict [N] on images whose `classifier_features` are given: its head's argmax."""
+    with torch.no_grad():
+        logits = classifier.head(torch.as_tensor(features, dtype=torch.float32, device=device))
+    return logits.argmax(dim=1).cpu()
+
+
+def classify(classifier: Classifier, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The classifier's verdict [N] on uint8 images [N x 28 x 28]."""
+    return predicted_digits(classifier, classifier_features(classifier, to_float(images), device), device)
+
+
 def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tensor, device: torch.device, *,
                  labels: torch.Tensor | None = None, from_training_set: bool = False, fid_subset: int | None = None,
                  progress: bool = False) -> dict:
@@ -100,9 +112,7 @@ def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tenso
     features = classifier_features(classifier, to_float(images), device, progress=progress)
     mu, sigma = feature_statistics(features)
     precision, recall = precision_recall(real.test, features)
-    with torch.no_grad():
-        logits = classifier.head(torch.as_tensor(features, dtype=torch.float32, device=device))
-    predicted = logits.argmax(dim=1).cpu()
+    predicted = predicted_digits(classifier, features, device)
     row = {"fid": frechet_distance(mu, sigma, real.mu, real.sigma), "precision": precision, "recall": recall,
            "class_counts": torch.bincount(predicted, minlength=NUM_CLASSES).tolist(),
            "memorisation": None if from_training_set

@@ -170,9 +170,7 @@ def main(args) -> None:
                 **({"strength": args.strength} if args.mode == "img2img" else
                    {"resample": args.resample, "kept_pixels": int(mask.sum())})}
         picture = torch.cat([images, results])  # the inputs in a row, the results below
-    info = samples_info(sampler, prompt, bool(model.num_classes), seed=context.seed, edit=edit,
-                        unet_fingerprint=model.unet_ckpt.fingerprint, vae_fingerprint=model.vae_ckpt.fingerprint,
-                        guide_fingerprint=None if model.guide_ckpt is None else model.guide_ckpt.fingerprint)
+    info = samples_info(sampler, prompt, bool(model.num_classes), seed=context.seed, edit=edit, **model.fingerprints)
     with written_together() as outputs:
         save_samples(out, results, labels, info, outputs)
         save_grid(picture, grid, nrow=len(results), outputs=outputs)

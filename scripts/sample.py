@@ -77,8 +77,7 @@ def main(args) -> None:
     labels = prompt.labels(args.num_images, context.seed, model.label_frequencies)
     conditional = bool(model.num_classes)
     info = samples_info(sampler, prompt, conditional, seed=context.seed, weights=args.weights,
-                        unet_fingerprint=model.unet_ckpt.fingerprint, vae_fingerprint=model.vae_ckpt.fingerprint,
-                        guide_fingerprint=None if model.guide_ckpt is None else model.guide_ckpt.fingerprint,
+                        **model.fingerprints,
                         device=str(context.device), compiled=context.compile)  # no timings: the file depends on the command alone
     with written_together() as outputs:  # the samples and their pictures appear together, or none of them
         save_samples(out, images, labels, info, outputs)

@@ -121,6 +121,14 @@ class Demo:
         return count
 
     @staticmethod
+    def _seed(value) -> int:
+        """A seed field: blank is 0; a seed is a whole number >= 0."""
+        seed = optional_number(value, int, "seed")
+        if seed is not None and seed < 0:
+            raise LdmError(f"seed {value}: must be a whole number >= 0")
+        return seed or 0
+
+    @staticmethod
     def _sampler(sampler: str) -> str | None:
         return None if sampler in (None, "", "default") else sampler
 
@@ -132,14 +140,14 @@ class Demo:
         """(grid, denoising strip, status): num_images samples of the prompt, and the chain's x̂_0
         for the first four."""
         def run():
-            model, count = self._model(), self._count(num_images)
+            model, count, first = self._model(), self._count(num_images), self._seed(seed)
             prompt = model.prompt(self._digit(digit), optional_number(guidance, float, "guidance"))
             config = SamplerConfig.for_branch(prompt.unconditional, self._sampler(sampler),
                                               optional_number(steps, int, "steps"))
             start = time.time()
-            images = model.sample(count, config, prompt, seed=optional_number(seed, int) or 0)
+            images = model.sample(count, config, prompt, seed=first)
             seconds = time.time() - start
-            strip = model.denoising_strip(min(4, count), config, prompt, seed=optional_number(seed, int) or 0)
+            strip = model.denoising_strip(min(4, count), config, prompt, seed=first)
             return (picture(images, min(8, count)), picture(strip.flatten(0, 1), strip.shape[1]),
                     f"{count} images of {prompt.name(bool(model.num_classes)) or 'the model'} with {config.label} "
                     f"in {seconds:.2f} s")
@@ -152,9 +160,10 @@ class Demo:
             image = self._input(source, test_index, drawing)
             start = time.time()
             out = model.img2img(image[None].expand(count, -1, -1), float(strength), digit=self._digit(digit),
-                                seed=optional_number(seed, int) or 0)
+                                seed=self._seed(seed))
             return (picture(torch.cat([image[None], out]), count + 1),
-                    f"{count} results at strength {float(strength):.2f} in {time.time() - start:.2f} s (left: the input)")
+                    f"{count} results at strength {float(strength):.2f} in {time.time() - start:.2f} s "
+                    "(left: the input)")
         return self._guarded(run, 1)
 
     def inpaint(self, source: str, test_index, drawing, keep: str, digit: str, resample, seed, num_images):
@@ -162,10 +171,10 @@ class Demo:
         def run():
             model, count = self._model(), self._count(num_images)
             image = self._input(source, test_index, drawing)
-            mask = half_mask(keep)
+            mask, tries = half_mask(keep), optional_number(resample, int, "resample")
             start = time.time()
             out = model.inpaint(image[None].expand(count, -1, -1), mask, digit=self._digit(digit),
-                                resample=optional_number(resample, int) or RESAMPLE, seed=optional_number(seed, int) or 0)
+                                resample=RESAMPLE if tries is None else tries, seed=self._seed(seed))
             kept = torch.where(mask, image, torch.full_like(image, 64))
             return (picture(torch.cat([image[None], kept[None], out]), count + 2),
                     f"{count} completions in {time.time() - start:.2f} s (left: the input, then the part kept)")
@@ -177,7 +186,7 @@ class Demo:
             model = self._model()
             count = optional_number(frames, int)
             start = time.time()
-            out = model.interpolate(count, seeds=(optional_number(seed_a, int) or 0, optional_number(seed_b, int) or 0),
+            out = model.interpolate(count, seeds=(self._seed(seed_a), self._seed(seed_b)),
                                     digits=(self._digit(digit_a), self._digit(digit_b)))
             return picture(out, len(out)), f"{len(out)} frames in {time.time() - start:.2f} s"
         return self._guarded(run, 1)

@@ -29,7 +29,8 @@ def test_generate_shows_the_samples_the_pipeline_makes_and_its_errors_as_a_line(
     for args, fragment in ((("7", "", "ddim", "0", 2, 4), "steps=0"), (("7", "-1", "default", "", 0, 4), "guidance"),
                            (("7", "abc", "default", "", 0, 4), "guidance 'abc': not a number"),
                            (("7", "", "default", "2.5", 0, 4), "whole number"),
-                           (("7", "", "default", "", 0, 0), "images 0"), (("12", "", "default", "", 0, 4), "digit")):
+                           (("7", "", "default", "", 0, 0), "images 0"), (("12", "", "default", "", 0, 4), "digit"),
+                           (("7", "", "default", "", -3, 4), "seed -3")):
         grid, strip, status = demo.generate(*args)
         assert grid is None and strip is None and status.startswith("Error: ") and fragment in status, status
 
@@ -45,6 +46,9 @@ def test_edits_take_a_test_digit_or_a_drawing_and_refuse_what_is_missing(demo):
                              (demo.img2img("drawing", 0, None, 0.5, "8", 0, 2), "nothing drawn"),
                              (demo.img2img("test digit", 0, None, 1.5, "8", 0, 2), "strength"),
                              (demo.inpaint("test digit", 0, None, "middle", "none", 2, 0, 2), "keep=middle"),
+                             (demo.inpaint("test digit", 0, None, "top", "none", 0, 0, 2), "resample=0"),
+                             (demo.img2img("test digit", 0, None, 0.5, "8", -1, 2), "seed -1"),
+                             (demo.interpolate(0, -1, "3", "8", 5), "seed -1"),
                              (demo.interpolate(0, 1, "3", "none", 5), "alike")):
         assert result[0] is None and result[1].startswith("Error: ") and fragment in result[1], result[1]
 

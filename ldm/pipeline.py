@@ -80,6 +80,16 @@ def load_guide(path: str | os.PathLike, unet: UNet, unet_ckpt: Checkpoint,
     return guide, ckpt
 
 
+def is_seed(value) -> bool:
+    """A sampling seed is a whole number >= 0 (SeedSequence and the label draws take no other)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+
+
+def check_seed(seed) -> None:
+    if not is_seed(seed):
+        raise ConfigError("seed", seed, "must be a whole number >= 0")
+
+
 def batch_generator(seed: int, index: int) -> torch.Generator:
     """The noise of batch `index` of a sampling run with `seed`. A CPU generator keeps only the
     low 32 bits of its seed, so (seed, index) is hashed into 32 bits by NumPy's SeedSequence
@@ -207,6 +217,7 @@ class LatentDiffusion:
         On several processes, rank r samples batches r, r + N, ... and every rank returns them all.
         """
         check_fits_in_memory("num_images", num_images, num_images * SAMPLE_BYTES)  # all held at the end
+        check_seed(seed)
         labels = prompt.labels(num_images, seed, self.label_frequencies)
         return self._sample_batches(num_images, sampler, prompt, labels, seed, batch_size, progress, edit)
 
@@ -301,8 +312,7 @@ class LatentDiffusion:
         from its seed)."""
         if not (isinstance(frames, int) and not isinstance(frames, bool) and 2 <= frames <= 10_000):
             raise ConfigError("frames", frames, "must be a whole number in 2..10000 (the two ends and those between)")
-        if not (isinstance(seeds, (tuple, list)) and len(seeds) == 2
-                and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        if not (isinstance(seeds, (tuple, list)) and len(seeds) == 2 and all(map(is_seed, seeds))):
             raise ConfigError("seeds", seeds, "must be two seeds, whole numbers >= 0, one for each end")
         if not isinstance(digits, (tuple, list)):  # one prompt for both ends
             digits = (digits, digits)
@@ -335,6 +345,7 @@ class LatentDiffusion:
         sample: [num_images x (columns + 1) x 1 x 28 x 28], one row per sample. Its noise is that of
         `sample`'s first batch, so a deterministic sampler's strip of a prompt with the same labels
         ends in its first images."""
+        check_seed(seed)
         predictions = []  # x̂_0 latents of every step; decoded only where kept
         labels = prompt.labels(num_images, seed, self.label_frequencies)
         z = self.sample_latents(num_images, sampler, labels=labels, guidance=prompt.scale,

@@ -46,6 +46,9 @@ def test_img2img_runs_from_the_reconstruction_at_strength_zero_to_plain_sampling
     assert not torch.equal(halfway, reconstruction(pipe, digits)) and not torch.equal(halfway, pipe(6, digit=3, seed=2))
     with pytest.raises(ConfigError, match="strength"):
         pipe.img2img(digits, 1.2)
+    for call in (lambda: pipe(2, seed=-1), lambda: pipe.img2img(digits, 0.5, seed=-1), lambda: pipe(2, seed=1.5)):
+        with pytest.raises(ConfigError, match="seed"):
+            call()
 
 
 def test_inpainting_keeps_what_the_mask_keeps_and_regenerates_the_rest(pipe, digits):

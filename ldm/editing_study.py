@@ -37,6 +37,7 @@ from .version import __version__
 STRENGTHS = tuple(round(0.1 * i, 1) for i in range(11))
 SHIFT = 5  # img2img prompts each input with its own digit + SHIFT
 RESAMPLES = (1, RESAMPLE, 2 * RESAMPLE)  # RePaint's tries per step: none, the default, twice as many
+PICTURES = ("img2img.png", "inpainting.png", "interpolation.png")  # what draw_pictures writes
 IMG2IMG_PICTURE = (0.5, 0.6, 0.7, 0.8, 1.0)  # below 0.5 the default sampler's last steps change little
 
 
@@ -157,7 +158,7 @@ def draw_pictures(model: LatentDiffusion, test_images: torch.Tensor, test_labels
     inpainting.png (inputs, the kept top half, then completions from three seeds, prompted with
     their own digit) and interpolation.png (between two seeds of one digit, between two digits of
     one seed, and between two seeds of random digits). Returns the paths."""
-    paths = [os.path.join(out_dir, name) for name in ("img2img.png", "inpainting.png", "interpolation.png")]
+    paths = [os.path.join(out_dir, name) for name in PICTURES]
     inputs = test_images[digits_in_turn(test_images, test_labels, 8, SHIFT)]
     rows = [inputs] + [model.img2img(inputs, s, digit="all", seed=seed) for s in IMG2IMG_PICTURE]
     save_grid(torch.cat(rows), paths[0], nrow=8)

@@ -22,7 +22,7 @@ from ldm.classifier import Classifier
 from ldm.cli import (StageParser, add_checkpoint_args, add_data_arg, add_guide_arg, add_study_dirs,
                      add_unet_runtime_args, check_outputs, positive_int, run_context)
 from ldm.data import load_mnist
-from ldm.editing_study import draw_pictures, run_editing_study, summary, write_report
+from ldm.editing_study import PICTURES, draw_pictures, run_editing_study, summary, write_report
 from ldm.launch import run
 from ldm.pipeline import LatentDiffusion, resolve_guide
 
@@ -42,7 +42,7 @@ def parser() -> StageParser:
 def main(args) -> None:
     out_dir = Path(args.out_dir)
     args.guide = resolve_guide(args.unet, args.guide)
-    pictures = [out_dir / name for name in ("img2img.png", "inpainting.png", "interpolation.png")]
+    pictures = [out_dir / name for name in PICTURES]
     check_outputs(args, out_dir / "editing.json", *pictures)
     context = run_context(args)
     model = LatentDiffusion.load(args.unet, args.vae, context.device, compile=context.compile, guide_path=args.guide)

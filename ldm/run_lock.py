@@ -28,13 +28,21 @@ def lock_path(out: str | os.PathLike) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs. A killed process that its parent has not
+    reaped yet (a zombie) still answers signal 0 but holds nothing, so it counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    if not os.path.isdir("/proc"):  # not Linux: signal 0 is all there is to ask
+        return True
+    try:  # the state is the field after the parenthesised name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # it ended meanwhile
+        return False
+    return state != "Z"
 
 
 def _owner(path: Path) -> dict | None:

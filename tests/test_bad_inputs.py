@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -780,3 +781,21 @@ def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(pipel
     result = run_inline(command[0], *command[1])
     assert result.returncode == 0, result.stderr
     assert out.is_file() and not lock.exists()
+
+
+def test_a_killed_run_not_yet_reaped_holds_no_lock(pipeline, tmp_path):
+    """A run killed by SIGKILL whose parent has not waited for it yet is a zombie: it still
+    answers signal 0, but its lock is stale and the next run takes it over."""
+    out = tmp_path / "c.safetensors"
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.kill()
+    deadline = time.time() + 10
+    while Path(f"/proc/{killed.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.time() < deadline
+        time.sleep(0.01)
+    os.kill(killed.pid, 0)  # still answers: a naive liveness check would call it running
+    lock_path(out).write_text(json.dumps({"host": socket.gethostname(), "pid": killed.pid}))
+    result = run_inline("train_classifier", "--data-dir", pipeline["data"], *SMOKE, "--steps", 2, "--out", out)
+    killed.wait()
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and not lock_path(out).exists()

@@ -107,7 +107,8 @@ def add_runtime_args(parser: argparse.ArgumentParser, device: bool = True) -> No
 
 def add_compile_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the UNet (pays a one-off compilation, about a minute, for faster steps)")
+                        help="torch.compile the UNet (a one-off compilation of about a minute; on a 2-core CPU in "
+                             "bf16 its steps measured slower, docs/results.md)")
 
 
 def add_unet_runtime_args(parser: argparse.ArgumentParser) -> None:

@@ -46,13 +46,17 @@ def settings(scales=SCALES, intervals=(None, *INTERVALS), autoguidance=(1.0,)) -
     """Digits 0-9 at guidance 1 (the conditional model alone, for reference), then at every scale ×
     interval (None: every step) × autoguidance weight; random digits at every weight, unguided
     and at every scale on each interval (not every step: they should keep their diversity); with
-    weights other than 1, the "no label" branch at each."""
-    digits = [Prompt("all", 1.0)] + [Prompt("all", scale, interval, weight) for weight in autoguidance
-                                     for interval in intervals for scale in scales]
-    random = [Prompt("any", scale, interval, weight) for weight in autoguidance
+    weights other than 1, the "no label" branch at each. Each setting once: a scale of 1 guides
+    nothing, so it has no interval."""
+    def prompt(digit, scale, interval, weight):
+        return Prompt(digit, scale, None if scale == 1 else interval, weight)
+
+    digits = [prompt("all", 1.0, None, 1.0)] + [prompt("all", scale, interval, weight) for weight in autoguidance
+                                                for interval in intervals for scale in scales]
+    random = [prompt("any", scale, interval, weight) for weight in autoguidance
               for scale, interval in [(1.0, None)] + [(s, i) for i in intervals if i is not None for s in scales]]
     no_label = [Prompt("none", autoguidance=weight) for weight in autoguidance] if set(autoguidance) - {1.0} else []
-    return digits + random + no_label
+    return list(dict.fromkeys(digits + random + no_label))
 
 
 def run_guidance_study(model: LatentDiffusion, classifier: Classifier, train_images: torch.Tensor,

@@ -84,6 +84,7 @@ RECIPES = {r.name: r for r in (
            latent_target="mean"),
     Recipe("min-snr-5", "min-SNR-γ loss weighting, γ = 5 (Hang et al. 2023)", diffusion={"min_snr_gamma": 5.0}),
     Recipe("drop-20", "20% of labels dropped instead of 50%", diffusion={"label_dropout": 0.2}),
+    Recipe("drop-10", "10% of labels dropped instead of 50%", diffusion={"label_dropout": 0.1}),
 )}
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ldm.diffusion import Diffusion, DiffusionConfig
 from ldm.guidance import autoguided, drop_labels, guided_model
-from ldm.guidance_study import choose
+from ldm.guidance_study import choose, settings
 from ldm.nn import LabelEmbedding
 from ldm.sampling import SamplerConfig, ddim_sample, half_log_snr
 from ldm.schedule import NoiseSchedule
@@ -167,3 +167,16 @@ def test_the_chosen_guidance_has_the_lowest_fid_that_recognises_enough_at_every_
     no_label = {"digit": "none", "fid_mean": 5.0, "recognised": None}
     assert choose(rows + [no_label]) is rows[1]  # rows[2] is better on average but misses 99% at one seed
     assert choose(rows[:1]) is None
+
+
+def test_the_study_samples_each_setting_once_and_an_unguided_one_without_an_interval(recwarn):
+    interval = (-2.0, 2.0)
+    prompts = settings(scales=(1.0, 1.25), intervals=(None, interval), autoguidance=(1.0, 2.0))
+    assert len(prompts) == len(set(prompts))
+    assert not [w for w in recwarn if "interval ignored" in str(w.message)]
+    assert all(p.guidance_interval is None for p in prompts if p.scale == 1)
+    digits = {(p.guidance, p.guidance_interval, p.autoguidance) for p in prompts if p.digit == "all"}
+    # guidance 1 at both weights, 1.25 on every step and on the interval at both weights
+    assert digits == {(1.0, None, 1.0), (1.0, None, 2.0), (1.25, None, 1.0), (1.25, interval, 1.0),
+                      (1.25, None, 2.0), (1.25, interval, 2.0)}
+    assert [p.autoguidance for p in prompts if p.digit == "none"] == [1.0, 2.0]

@@ -110,16 +110,12 @@ $(CKPT)/vae.safetensors: $(CKPT)/data.json
 $(CKPT)/latents.safetensors: $(CKPT)/vae.safetensors
 	$(RUN) scripts.encode_latents --data-dir $(DATA) --vae $< $(COMMON) --out $@
 
-# FID of samples during training needs the classifier and the VAE
-$(CKPT)/unet.safetensors: $(CKPT)/latents.safetensors $(CKPT)/classifier.safetensors
-	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) --out $@ \
+# The UNet and its guide, which autoguides sampling (ldm/guidance.py): the same run's EMA weights
+# after an eighth of its steps. FID of samples during training needs the classifier and the VAE.
+$(CKPT)/unet.safetensors $(CKPT)/guide.safetensors &: $(CKPT)/latents.safetensors $(CKPT)/classifier.safetensors
+	$(LAUNCH) scripts.train_diffusion --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) \
+		--out $(CKPT)/unet.safetensors --guide-out $(CKPT)/guide.safetensors \
 		--data-dir $(DATA) --classifier $(CKPT)/classifier.safetensors --vae $(CKPT)/vae.safetensors $(call CURVES,unet)
-
-# The guide: the UNet trained an eighth as long on the same latents, which autoguides sampling
-# (ldm/guidance.py; the preset's guide settings)
-$(CKPT)/guide.safetensors: $(CKPT)/latents.safetensors
-	$(LAUNCH) scripts.train_diffusion --as-guide --latents $< --preset $(PRESET) $(COMMON) $(DENOISER) \
-		--out $@ $(call CURVES,guide)
 
 # The default sampler of each branch (ldm/sampling.py: SamplerConfig.for_branch, chosen by `make
 # samplers`) on the three prompts: random digits, the "no label" branch, and digits 0-9 in turn at

@@ -174,9 +174,10 @@ def add_guide_arg(parser) -> None:
     """--guide: the weaker UNet that autoguides sampling; resolve it with `pipeline.resolve_guide`
     before `check_outputs`, so that no output may replace it."""
     parser.add_argument("--guide", default="auto",
-                        help="a weaker UNet trained on the same latents (`train_diffusion --as-guide`: the same "
-                             "UNet trained for less) to autoguide with (Karras et al. 2024); 'auto': "
-                             f"{GUIDE_NAME} beside --unet if there is one, as `make all` trains it; 'none': no guide")
+                        help="a weaker UNet trained on the same latents (`train_diffusion --guide-out`: the same "
+                             "run's weights after an eighth of its steps) to autoguide with (Karras et al. 2024); "
+                             f"'auto': {GUIDE_NAME} beside --unet if there is one, as `make all` writes it; 'none': "
+                             "no guide")
 
 
 def add_sampler_args(parser: argparse.ArgumentParser, variance: bool = True) -> None:

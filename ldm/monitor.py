@@ -70,6 +70,7 @@ class Check:
     kind: str
     every: int  # steps between checks (0: only at the end); every check also runs at the last step
     run: Callable[[torch.nn.Module, torch.nn.Module | None], dict]
+    at: int = 0  # > 0: once, after this step, instead of every `every` steps and at the end
 
 
 class Monitor:

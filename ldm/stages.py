@@ -11,18 +11,21 @@ a killed command resumes; with a `monitor`, each validates on held-out data as i
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .checkpoint import Checkpoint, fingerprint, save_model
+from .checkpoint import Checkpoint, fingerprint, load_checkpoint, save_model
 from .classifier import Classifier, ClassifierConfig
 from .data import BatchSampler, to_float
 from .diffusion import Diffusion, DiffusionConfig
 from .diffusion_training import held_out_check, train_denoiser
+from .errors import LdmError
 from .latents import LatentCache
 from .monitor import Check, Monitor
 from .outputs import Outputs
@@ -186,9 +189,27 @@ class SampleQuality:
         return Check("fid", self.every, run)
 
 
+def guide_check(path: str | os.PathLike, step: int, info: dict) -> Check:
+    """Writes the EMA weights after `step` steps to `path`, as a guide with `info`."""
+    def run(model: UNet, ema_model: UNet) -> dict:
+        Trained(ema_model, info).save(path)
+        return {"guide_step": step}
+    return Check("guide", 0, run, at=step)
+
+
+def check_guide_of_run(path: str | os.PathLike, run: str, step: int, snapshot_to: str | os.PathLike | None) -> None:
+    """Refuse to finish without the guide this run wrote (one resumed past `step` never writes it)."""
+    found = load_checkpoint(path, "unet").info.get("run") if Path(path).is_file() else None
+    if found != run:
+        raise LdmError(f"{path}: {'missing' if found is None else 'written by another run'}: the run writes its "
+                       f"guide after step {step}, which a run resumed past it (from {snapshot_to}) skips; delete "
+                       "the snapshot and rerun")
+
+
 def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: DiffusionConfig, settings: TrainSettings,
                run: RunContext, *, snapshot_to: str | os.PathLike | None = None, save_every: int = 500,
                monitor: Monitor | None = None, quality: SampleQuality | None = None,
+               guide_to: str | os.PathLike | None = None, guide_step: int = 0,
                desc: str = "diffusion", time_budget: float | None = None) -> Trained:
     """A UNet trained on `cache` (its EMA weights as the model, the raw ones beside them).
 
@@ -201,6 +222,10 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     VALIDATION_LATENTS test latents, and with `quality` the EMA weights' samples are scored.
     With a `time_budget` (seconds) the run trains for that long rather than `settings.steps`
     (run_training), and the info records the steps it took.
+
+    With `guide_to` (and a `monitor`, whose checks run it), the EMA weights after `guide_step`
+    steps are written there as the guide that autoguides sampling (guidance.autoguided): the
+    same UNet, earlier in the same run. A run resumed past that step needs the guide it wrote.
     """
     config = dataclasses.replace(config, in_channels=cache.latent_shape[0])
     num_classes = config.num_classes
@@ -219,13 +244,20 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
                     held_out_check(diffusion, held_out, held_out_labels if num_classes else None, num_classes))]
     if quality is not None and quality.every > 0:
         checks.append(quality.check(diffusion, cache.scale_factor, label_frequencies))
+    # what a guide needs to match its UNet (pipeline.load_guide), and the run that wrote it
+    shared_info = {"diffusion": dataclasses.asdict(diffusion_config), "scale_factor": cache.scale_factor,
+                   "latent_target": cache.target, "label_frequencies": label_frequencies,
+                   "vae_fingerprint": cache.vae_fingerprint, "seed": run.seed,
+                   "run": fingerprint({}, json.dumps(signature, sort_keys=True))}
+    if guide_to is not None:
+        checks.append(guide_check(guide_to, guide_step, dict(shared_info, guide_step=guide_step)))
     trained = train_denoiser(lambda: UNet(config), diffusion, len(cache.train_mean), batch, settings, run, desc=desc,
                              snapshot=_snapshot(snapshot_to, save_every, signature), monitor=monitor, checks=checks,
                              time_budget=time_budget)
-    info = {"diffusion": dataclasses.asdict(diffusion_config), "scale_factor": cache.scale_factor,
-            "latent_target": cache.target,
-            "label_frequencies": label_frequencies, "vae_fingerprint": cache.vae_fingerprint,
-            "training": dataclasses.asdict(dataclasses.replace(settings, steps=trained.steps)), "seed": run.seed,
+    if guide_to is not None:
+        check_guide_of_run(guide_to, shared_info["run"], guide_step, snapshot_to)
+    info = {**shared_info,
+            "training": dataclasses.asdict(dataclasses.replace(settings, steps=trained.steps)),
             "ema_decay": trained.ema_decay,
             "final_loss": trained.logged, "train_seconds": trained.seconds,
             "latents_per_second": trained.steps * settings.batch_size / trained.seconds,

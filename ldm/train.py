@@ -160,7 +160,8 @@ def run_training(model: torch.nn.Module, step_loss: StepLoss, settings: TrainSet
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logged.items()})
                 if monitor is not None:
                     monitor.write(done, "train", dict(logged, lr=optimizer.param_groups[0]["lr"]))
-            checks_due = [check for check in checks if due(done, steps, check.every)] if monitor is not None else []
+            checks_due = [check for check in checks if (done == check.at if check.at else due(done, steps, check.every))
+                          ] if monitor is not None else []
             if checks_due:
                 check_finite()  # no check on diverged weights
                 monitor.run_checks(checks_due, done, model, None if ema is None else ema.model)

@@ -11,11 +11,10 @@ timestep range), the same on held-out test latents at fixed timesteps and noise,
 --fid-every steps the FID of --fid-images samples of the EMA weights (default sampler), which
 needs the classifier, the VAE and the MNIST test set.
 
-With --as-guide it trains the preset's guide instead, the weaker UNet that autoguides sampling
-(guidance.autoguided): narrower, trained for less, on the same latents.
+With --guide-out it also writes the guide, the weaker UNet that autoguides sampling
+(guidance.autoguided): the EMA weights after an eighth of the steps (the preset's guide_fraction).
 
-    python -m scripts.train_diffusion --data-dir ../shared/data/mnist
-    python -m scripts.train_diffusion --as-guide --out checkpoints/guide.safetensors
+    python -m scripts.train_diffusion --data-dir ../shared/data/mnist --guide-out checkpoints/guide.safetensors
     python -m scripts.train_diffusion --preset smoke --out /tmp/u.safetensors   # seconds (no FID)
 """
 
@@ -50,11 +49,10 @@ def parser() -> StageParser:
     group.add_argument("--min-snr-gamma", type=float, help="min-SNR-γ loss weighting (e.g. 5)")
     group.add_argument("--label-dropout", type=float, help="fraction of labels dropped for guidance, in [0, 1]")
     group = parser.add_argument_group("the UNet (unset: the preset's value)")
-    group.add_argument("--as-guide", action="store_true",
-                       help="train the preset's guide for autoguidance instead: the same UNet trained for less "
-                            "(the preset's guide settings; no FIDs during training unless --fid-every asks)")
     group.add_argument("--base-channels", type=positive_int, help="channels of the first level")
     add_training_args(parser, out="checkpoints/unet.safetensors", unit="latents")
+    parser.add_argument("--guide-out", help="also write the guide for autoguidance here: the EMA weights after the "
+                                            "preset's share of the steps (an eighth)")
     parser.add_argument("--ema-power", type=positive_float,
                         help="warm-up power of the weight EMA used for sampling (unset: the preset's)")
     group = parser.add_argument_group("sample quality during training (unset: the preset's value)")
@@ -68,25 +66,24 @@ def parser() -> StageParser:
 
 def main(args) -> None:
     files = TrainingFiles.beside(args.out, args.log, args.curves)
-    device, preset = prepare(args, *files.outputs, files.snapshot)
+    device, preset = prepare(args, *files.outputs, files.snapshot, *([args.guide_out] if args.guide_out else []))
     with run_lock(files.checkpoint):  # one run per output
         monitor = files.monitor(args.tensorboard)
         diffusion_config = with_overrides(preset.diffusion, args, "schedule", "num_timesteps", "prediction",
                                           "min_snr_gamma", "label_dropout")
-        settings = with_overrides(preset.guide if args.as_guide else preset.unet, args, "steps", "batch_size",
-                                  "ema_power", "validate_every")
-        unet_config = with_overrides(preset.guide_model if args.as_guide else preset.unet_model, args, "base_channels")
+        settings = with_overrides(preset.unet, args, "steps", "batch_size", "ema_power", "validate_every")
+        unet_config = with_overrides(preset.unet_model, args, "base_channels")
         cache = load_latent_cache(args.latents, device)
-        # a guide is weak on purpose: its sample quality is not what it is trained for
-        fid_every = (0 if args.as_guide else preset.fid_every) if args.fid_every is None else args.fid_every
+        fid_every = preset.fid_every if args.fid_every is None else args.fid_every
         quality = (sample_quality(args, cache, fid_every, args.fid_images or preset.fid_images, device)
                    if fid_every else None)
         trained = train_unet(cache, unet_config, diffusion_config, settings, run_context(args, device),
-                             snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality)
+                             snapshot_to=files.snapshot, save_every=args.save_every, monitor=monitor, quality=quality,
+                             guide_to=args.guide_out, guide_step=max(1, int(settings.steps * preset.guide_fraction)))
         info = trained.info
         print(f"diffusion: {settings.steps} steps in {info['train_seconds']:.0f}s "
               f"({info['latents_per_second']:.0f} latents/s), final loss {info['final_loss']['loss']:.4f}")
-        info.update(preset=preset.name, latents=str(args.latents), guide=args.as_guide)
+        info.update(preset=preset.name, latents=str(args.latents))
         with written_together() as outputs:  # the checkpoint and its curves appear together
             trained.save(files.checkpoint, outputs)
             files.draw_curves("diffusion", outputs)

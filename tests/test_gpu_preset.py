@@ -6,13 +6,15 @@ import dataclasses
 import torch
 
 from ldm import runtime
-from ldm.checkpoint import load_checkpoint
+from ldm.checkpoint import load_checkpoint, load_model
 from ldm.diffusion import Diffusion
 from ldm.latents import LatentCache
+from ldm.monitor import Monitor
 from ldm.presets import PRESETS
 from ldm.runtime import RunContext
 from ldm.sampling import SamplerConfig
 from ldm.stages import train_classifier, train_unet, train_vae
+from ldm.unet import UNet
 
 RUN = RunContext(seed=0, device=torch.device("cpu"), progress=False)
 
@@ -35,9 +37,10 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path):
     cache = LatentCache.encode(vae, vae_ckpt.fingerprint, (images, labels), (images[:8], labels[:8]), RUN.device, {})
 
     with runtime.precision_policy("bf16"):  # what CUDA runs
-        unet = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), RUN)
-        guide = train_unet(cache, gpu.guide_model, gpu.diffusion, two_steps(gpu.guide), RUN)
-    assert guide.model.config.base_channels == gpu.guide_model.base_channels
+        unet = train_unet(cache, gpu.unet_model, gpu.diffusion, two_steps(gpu.unet), RUN,
+                          monitor=Monitor(tmp_path / "u.log.jsonl"), guide_to=tmp_path / "g.safetensors", guide_step=1)
+    guide, _ = load_model(tmp_path / "g.safetensors", UNet)  # the same run's EMA after its first step
+    assert guide.config == unet.model.config
     assert unet.info["precision"] == "bf16"
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in unet.raw_model.parameters())  # fp32
     assert torch.isfinite(torch.tensor(unet.info["final_loss"]["loss"]))
@@ -53,7 +56,7 @@ def test_gpu_preset_trains_and_samples_on_the_cpu_in_bf16(tmp_path):
     def sample(seed: int = 0, autoguidance: float = 1.0):
         shape, prompts = (4, *vae.latent_shape), torch.arange(4)
         z = Diffusion(gpu.diffusion).sample(ema, shape, SamplerConfig("ddim", 3), labels=prompts, guidance=1.5,
-                                            num_classes=10, guide=guide.model, autoguidance=autoguidance,
+                                            num_classes=10, guide=guide, autoguidance=autoguidance,
                                             generator=torch.Generator().manual_seed(seed))
         return vae.decode(z.float() / cache.scale_factor)
 

@@ -196,6 +196,26 @@ def test_a_narrow_unet_trained_as_a_guide_autoguides_sampling_and_is_recorded(pi
     assert auto.name.endswith("no label, autoguidance 2") and plain.info["guide_fingerprint"] is None
 
 
+def test_the_unet_run_writes_its_guide_from_its_own_early_weights(pipeline, tmp_path):
+    ckpt, out, guide_path = pipeline["ckpt"], tmp_path / "unet.safetensors", tmp_path / "guide.safetensors"
+    command = ["train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--steps", 16, "--out", out,
+               "--guide-out", guide_path]
+    assert run_inline(*command).returncode == 0
+    unet, guide = load_checkpoint(out, "unet"), load_checkpoint(guide_path, "unet")
+    assert guide.info["guide_step"] == 2 and guide.info["run"] == unet.info["run"]  # an eighth of 16 steps
+    assert guide.config == unet.config
+    assert any(not torch.equal(guide.tensors[k], unet.tensors[k]) for k in guide.tensors)
+    assert [e["step"] for e in read_log(tmp_path / "unet.log.jsonl") if e["kind"] == "guide"] == [2]
+    pipe = LatentDiffusion.load(out, ckpt / "vae.safetensors", "cpu", guide_path=guide_path)  # it fits its UNet
+    assert not torch.equal(pipe(4, digit="none", autoguidance=2, seed=0), pipe(4, digit="none", seed=0))
+    # rerun without the guide: the run resumes from its snapshot past the guide's step and cannot write it
+    guide_path.unlink()
+    before = out.read_bytes()
+    result = run_inline(*command)
+    assert result.returncode == 2 and "guide.safetensors: missing" in result.stderr
+    assert "delete the snapshot" in result.stderr and out.read_bytes() == before
+
+
 @pytest.mark.slow
 def test_compiled_unet_computes_what_the_eager_one_does(pipeline, tmp_path):
     """--compile trains and samples (the flag reaches both); and on non-trivial weights (the
@@ -313,8 +333,8 @@ def test_sampler_study_reports_every_row_and_picks_a_default(pipeline, tmp_path,
 @pytest.mark.slow
 def test_guidance_study_scores_every_setting_and_chooses_among_the_recognisable(pipeline, tmp_path, default_precision):
     ckpt = pipeline["ckpt"]
-    assert run_inline("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--as-guide",
-                      "--out", tmp_path / "guide.safetensors").returncode == 0
+    assert run_inline("train_diffusion", "--latents", ckpt / "latents.safetensors", *SMOKE, "--out",
+                      tmp_path / "u.safetensors", "--guide-out", tmp_path / "guide.safetensors").returncode == 0
     run_script("guidance", "--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
                *pipeline["models"], *CPU, "--num-images", 20, "--seeds", 0, 1, "--scales", 2, "--interval", -2, 2,
                "--guide", tmp_path / "guide.safetensors", "--autoguidance", 1, 1.5, "--out-dir", tmp_path)

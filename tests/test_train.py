@@ -148,3 +148,21 @@ def test_a_time_budget_needs_a_monitor():
     with pytest.raises(ValueError, match="monitor"):
         run_training(torch.nn.Linear(1, 1), lambda step: (torch.zeros((), requires_grad=True), {}),
                      TrainSettings(2, batch_size=1, lr=0.1), progress=False, time_budget=1.0)
+
+
+def test_a_check_at_a_step_runs_once_after_it_and_sees_the_weights_of_then(tmp_path):
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(model, 2 / 3)
+    seen = []
+    checks = [Check("guide", 0, lambda m, e: seen.append((m.weight.item(), e.weight.item())) or {}, at=3)]
+    weights = []
+
+    def loss_fn(step):
+        weights.append(model.weight.item())  # before this step's update
+        return model(torch.ones(1, 1)).pow(2).sum(), {}
+
+    run_training(model, loss_fn, TrainSettings(6, batch_size=1, lr=0.1), ema=ema, monitor=Monitor(tmp_path / "l.jsonl"),
+                 checks=checks, progress=False)
+    assert len(seen) == 1 and seen[0][0] == weights[3]  # after step 3, before step 4; not again at the end
+    assert seen[0][1] != ema.model.weight.item()
+    assert [e["step"] for e in read_log(tmp_path / "l.jsonl") if e["kind"] == "guide"] == [3]

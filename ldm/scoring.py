@@ -21,13 +21,20 @@ from .latents import encode_images
 from .metrics import feature_statistics, frechet_distance, nearest_neighbour_distance, precision_recall
 from .vae import VAE, reparameterise
 
+# Images per forward pass of the classifier: on a 2-core CPU batches of 100 ran 2.8x faster than
+# batches of 1,000 (5,600 against 2,000 images/s, their activations fitting the caches) and gave
+# the same features to the bit; a GPU wants large batches.
+FEATURE_BATCH = {"cpu": 100, "cuda": 1000}
+
 
 @torch.no_grad()
 def classifier_features(classifier: torch.nn.Module, images: torch.Tensor, device: torch.device,
-                        batch_size: int = 1000, progress: bool = False) -> np.ndarray:
-    """Images [N x 1 x 28 x 28] in [0, 1] -> [N x D] float64 features, classifier in eval mode.
-    On several processes each rank extracts its share of the batches and every rank gets all."""
+                        batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    """Images [N x 1 x 28 x 28] in [0, 1] -> [N x D] float64 features, classifier in eval mode,
+    in batches of `batch_size` (unset: FEATURE_BATCH of the device). On several processes each
+    rank extracts its share of the batches and every rank gets all."""
     classifier.eval()
+    batch_size = batch_size or FEATURE_BATCH.get(device.type, 1000)
     chunks = distributed.map_batches(len(images), batch_size,
                                      lambda i, batch: classifier.features(images[batch].to(device)).double().cpu(),
                                      desc="features", progress=progress)

@@ -3,8 +3,10 @@ import pytest
 import torch
 from scipy import linalg
 
+from ldm.classifier import Classifier, ClassifierConfig
 from ldm.metrics import (_min_distances, feature_statistics, frechet_distance, nearest_neighbour_distance,
                          precision_recall)
+from ldm.scoring import FEATURE_BATCH, classifier_features
 
 
 def scipy_reference(mu1, s1, mu2, s2):
@@ -106,3 +108,14 @@ def test_the_nearest_neighbour_distance_against_brute_force_and_a_copied_set():
     second = np.sort(np.linalg.norm(train[:, None] - train[None], axis=-1), axis=1)[:, 1]
     t = torch.as_tensor(train)
     assert _min_distances(t, t, exclude_self=True, chunk=64).numpy() == pytest.approx(second, rel=1e-12)
+
+
+def test_classifier_features_do_not_depend_on_the_batch_size():
+    torch.manual_seed(0)
+    classifier, images = Classifier(ClassifierConfig()), torch.rand(250, 1, 28, 28)
+    cpu = torch.device("cpu")
+    default = classifier_features(classifier, images, cpu)
+    assert default.shape == (250, ClassifierConfig().feature_dim) and FEATURE_BATCH["cpu"] < 250
+    for batch_size in (1000, 64):
+        np.testing.assert_allclose(classifier_features(classifier, images, cpu, batch_size=batch_size), default,
+                                   rtol=1e-5, atol=1e-6)

@@ -227,6 +227,8 @@ def train_unet(cache: LatentCache, config: UNetConfig, diffusion_config: Diffusi
     steps are written there as the guide that autoguides sampling (guidance.autoguided): the
     same UNet, earlier in the same run. A run resumed past that step needs the guide it wrote.
     """
+    if guide_to is not None and monitor is None:
+        raise ValueError("a guide is written by the monitor's checks: pass a monitor")
     config = dataclasses.replace(config, in_channels=cache.latent_shape[0])
     num_classes = config.num_classes
 

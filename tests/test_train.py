@@ -8,6 +8,7 @@ from ldm.data import BatchSampler
 from ldm.errors import LdmError
 from ldm.monitor import Check, Monitor, read_log
 from ldm.snapshot import Snapshot
+from ldm.stages import train_unet
 from ldm.train import EMA, TrainSettings, get_lr, run_training
 
 
@@ -166,3 +167,10 @@ def test_a_check_at_a_step_runs_once_after_it_and_sees_the_weights_of_then(tmp_p
     assert len(seen) == 1 and seen[0][0] == weights[3]  # after step 3, before step 4; not again at the end
     assert seen[0][1] != ema.model.weight.item()
     assert [e["step"] for e in read_log(tmp_path / "l.jsonl") if e["kind"] == "guide"] == [3]
+
+
+def test_a_guide_without_a_monitor_is_refused_before_any_work():
+    # the checks that write a guide run only with a monitor
+    with pytest.raises(ValueError, match="monitor"):
+        train_unet(None, None, None, TrainSettings(2, batch_size=1, lr=0.1), None, guide_to="guide.safetensors",
+                   guide_step=1)

@@ -9,6 +9,7 @@ from test_pipeline import fid_of_test_set
 
 from ldm import recipe_study, runtime
 from ldm.checkpoint import load_checkpoint
+from ldm.data import load_mnist
 from ldm.diffusion import mixed_precision
 from ldm.errors import ConfigError
 from ldm.latents import LatentCache, estimate_scale_factor
@@ -18,6 +19,7 @@ from ldm.prompt import Prompt
 from ldm.recipe_study import RECIPES, Recipe, RecipeRun, StudyInputs, paired_differences, recipe_problem
 from ldm.runtime import RunContext
 from ldm.sampling import SamplerConfig
+from ldm.scoring import vae_reconstructions, validation_images
 from stage_scripts import SMOKE, assert_one_line_error, run_inline, run_script
 
 RUN = RunContext(seed=0, device=torch.device("cpu"), progress=False)
@@ -119,32 +121,47 @@ def test_the_study_trains_each_recipe_once_and_scores_it_from_shared_noise(pipel
     ckpt = pipeline["ckpt"]
     args = ["--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
             "--vae", ckpt / "vae.safetensors", "--latents", ckpt / "latents.safetensors", *SMOKE,
-            "--recipes", "posterior-mean", "--budget-minutes", 0.02, "--num-images", 16, "--out-dir", tmp_path,
+            "--recipes", "posterior-mean", "kl-0.01", "--budget-minutes", 0.02, "--num-images", 16, "--out-dir", tmp_path,
             "--work-dir", tmp_path / "work"]
     run_script("recipes", *args, "--seeds", 0, 1)
     report = json.loads((tmp_path / "recipes.json").read_text())
-    assert [r["recipe"] for r in report["rows"]] == ["baseline", "posterior-mean"]
+    assert [r["recipe"] for r in report["rows"]] == ["baseline", "posterior-mean", "kl-0.01"]
     work = tmp_path / "work"
     for row in report["rows"]:
         path = work / f"{row['recipe']}.safetensors"
         info = load_checkpoint(path, "unet").info
+        own_vae = bool(RECIPES[row["recipe"]].vae_model)
+        vae_path = work / f"{row['recipe']}.vae.safetensors" if own_vae else ckpt / "vae.safetensors"
+        vae = load_checkpoint(vae_path, "vae")
+        assert info["vae_fingerprint"] == vae.fingerprint
+        assert row["vae_seconds"] == (vae.info["charged_seconds"] if own_vae else None)
         assert info["training"]["steps"] == row["steps"] >= 1
         # the run ends with the first step past the budget (checks left out of the clock)
         assert row["train_seconds"] == info["charged_seconds"] >= 60 * 0.02
         assert info["latent_target"] == RECIPES[row["recipe"]].latent_target
         # every cell scored again here, independently: same noise, same images, same FID
-        pipe = LatentDiffusion.load(path, ckpt / "vae.safetensors", "cpu")
+        pipe = LatentDiffusion.load(path, vae_path, "cpu")
         images = pipe.sample(16, SamplerConfig.for_branch(unconditional=True), Prompt("none"), seed=1)
         assert row["scores"]["1"]["no label"]["fid"] == pytest.approx(fid_of_test_set(pipeline)(images), rel=1e-9)
+        generator = torch.Generator().manual_seed(1)
+        real = validation_images(load_mnist(pipeline["data"], "train")[0], 16, generator)
+        images = vae_reconstructions(pipe.vae, real, generator, torch.device("cpu"))
+        assert row["scores"]["1"]["VAE reconstruction"]["fid"] == pytest.approx(fid_of_test_set(pipeline)(images),
+                                                                                rel=1e-9)
         assert 0 <= row["scores"]["0"]["digits 0-9"]["recognised"] <= 1
     # the means' own scale factor is recorded with the UNet, so its samples decode at the VAE's scale
     assert load_checkpoint(work / "posterior-mean.safetensors", "unet").info["scale_factor"] != \
         load_checkpoint(work / "baseline.safetensors", "unet").info["scale_factor"]
+    # the recipe's own VAE, trained with its KL weight, and the latent cache it encoded
+    own = load_checkpoint(work / "kl-0.01.vae.safetensors", "vae")
+    assert own.config["beta"] == 0.01 and own.info["charged_seconds"] > 0
+    assert load_checkpoint(work / "kl-0.01.latents.safetensors", "latents").info["vae_fingerprint"] == own.fingerprint
+    assert paired_differences(report["rows"][1], report["rows"][0], "VAE reconstruction") == [0.0, 0.0]
     table = (tmp_path / "recipes.md").read_text()
     diffs = paired_differences(report["rows"][1], report["rows"][0], "random digits")
     assert f"{sum(diffs) / 2:+.2f} ({diffs[0]:+.2f}/{diffs[1]:+.2f})" in table
 
-    # a rerun with one more seed reuses both trained recipes and scores only the new seed
+    # a rerun with one more seed reuses every trained recipe (and VAE, and cache) and scores only the new seed
     stamps = {p.name: p.stat().st_mtime_ns for p in work.glob("*.safetensors")}
     again = run_script("recipes", *args, "--seeds", 0, 1, 2)
     assert "budget" not in again.stdout  # nothing calibrated or trained

@@ -60,22 +60,32 @@ def _min_distances(queries: torch.Tensor, reference: torch.Tensor, k: int = 1, e
     return torch.cat(out)
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def manifold_radii(points: np.ndarray, k: int = 3) -> np.ndarray:
+    """[N] distance from each point to its k-th nearest other point of the set: the radii of the
+    balls whose union is the set's manifold in `precision_recall`."""
+    points_t = torch.as_tensor(points, dtype=torch.float64)
+    return _min_distances(points_t, points_t, k, exclude_self=True).numpy()
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3,
+                     real_radii: np.ndarray | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019, arXiv:1904.06991).
 
     Each set's manifold is the union of balls around its points reaching their k-th nearest
     neighbour in the same set. Precision: the fraction of fake points inside the real manifold;
-    recall: the fraction of real points inside the fake manifold.
+    recall: the fraction of real points inside the fake manifold. `real_radii`, the real set's
+    `manifold_radii` at this k, saves computing them again for every fake set.
     """
     real_t, fake_t = torch.as_tensor(real, dtype=torch.float64), torch.as_tensor(fake, dtype=torch.float64)
 
-    def coverage(points: torch.Tensor, centres: torch.Tensor) -> float:
-        radii = _min_distances(centres, centres, k, exclude_self=True)
-        inside = [(torch.cdist(points[i:i + 2048], centres) <= radii).any(dim=1)
+    def coverage(points: torch.Tensor, centres: torch.Tensor, radii: np.ndarray) -> float:
+        radii_t = torch.as_tensor(radii, dtype=torch.float64)
+        inside = [(torch.cdist(points[i:i + 2048], centres) <= radii_t).any(dim=1)
                   for i in range(0, len(points), 2048)]
         return torch.cat(inside).double().mean().item()
 
-    return coverage(fake_t, real_t), coverage(real_t, fake_t)
+    real_radii = manifold_radii(real, k) if real_radii is None else real_radii
+    return coverage(fake_t, real_t, real_radii), coverage(real_t, fake_t, manifold_radii(fake, k))
 
 
 def nearest_neighbour_distance(queries: np.ndarray, reference: np.ndarray) -> float:

@@ -18,7 +18,7 @@ from .classifier import Classifier
 from .data import IMAGE_SIZE, NUM_CLASSES, to_float, to_uint8
 from .errors import ConfigError, check_finite
 from .latents import encode_images
-from .metrics import feature_statistics, frechet_distance, nearest_neighbour_distance, precision_recall
+from .metrics import feature_statistics, frechet_distance, manifold_radii, nearest_neighbour_distance, precision_recall
 from .vae import VAE, reparameterise
 
 # Images per forward pass of the classifier: on a 2-core CPU batches of 100 ran 2.8x faster than
@@ -48,6 +48,7 @@ class RealFeatures:
     mu: np.ndarray
     sigma: np.ndarray
     test_to_train: float  # mean distance from a test image to its nearest training image
+    test_radii: np.ndarray  # [N_test], the test set's manifold for precision and recall
 
     @classmethod
     def compute(cls, classifier: Classifier, train_images: torch.Tensor, test_images: torch.Tensor,
@@ -55,7 +56,7 @@ class RealFeatures:
         test = classifier_features(classifier, to_float(test_images), device, progress=progress)
         train = classifier_features(classifier, to_float(train_images), device, progress=progress)
         mu, sigma = feature_statistics(test)
-        return cls(test, train, mu, sigma, nearest_neighbour_distance(test, train))
+        return cls(test, train, mu, sigma, nearest_neighbour_distance(test, train), manifold_radii(test))
 
 
 class TestSetFID:
@@ -118,7 +119,7 @@ def score_images(classifier: Classifier, real: RealFeatures, images: torch.Tenso
     """
     features = classifier_features(classifier, to_float(images), device, progress=progress)
     mu, sigma = feature_statistics(features)
-    precision, recall = precision_recall(real.test, features)
+    precision, recall = precision_recall(real.test, features, real_radii=real.test_radii)
     predicted = predicted_digits(classifier, features, device)
     row = {"fid": frechet_distance(mu, sigma, real.mu, real.sigma), "precision": precision, "recall": recall,
            "class_counts": torch.bincount(predicted, minlength=NUM_CLASSES).tolist(),

@@ -4,8 +4,8 @@ import torch
 from scipy import linalg
 
 from ldm.classifier import Classifier, ClassifierConfig
-from ldm.metrics import (_min_distances, feature_statistics, frechet_distance, nearest_neighbour_distance,
-                         precision_recall)
+from ldm.metrics import (_min_distances, feature_statistics, frechet_distance, manifold_radii,
+                         nearest_neighbour_distance, precision_recall)
 from ldm.scoring import FEATURE_BATCH, classifier_features
 
 
@@ -81,6 +81,10 @@ def test_precision_recall_match_the_brute_force_reference_across_chunks(monkeypa
     expected = brute_force_precision_recall(real, fake, k=3)
     assert precision_recall(real, fake, k=3) == pytest.approx(expected, abs=1e-12)
     assert 0 < expected[0] < 1 and 0 < expected[1] < 1  # neither trivially 0 nor 1
+    # the real set's radii computed once and passed in (as Scorer does) give the same, and are used
+    radii = manifold_radii(real, 3)
+    assert precision_recall(real, fake, k=3, real_radii=radii) == pytest.approx(expected, abs=1e-12)
+    assert precision_recall(real, fake, k=3, real_radii=np.zeros_like(radii))[0] == 0.0
     # the same with chunks smaller than either set, so that the chunk offsets are exercised
     chunked = lambda queries, reference, k=1, exclude_self=False: _min_distances(queries, reference, k, exclude_self,
                                                                                   chunk=7)

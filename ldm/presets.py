@@ -13,7 +13,10 @@ k-diffusion's warm-up power 2/3: in `make all` with the same weights and noise, 
 against 16.64 and 22.66, but guided 32.54 against 26.46. Label dropout stays at 50% (`make recipes`,
 docs/results.md "Label dropout"): 20% scores random digits 1.2 lower and digits 0-9 at >= 99%
 recognised about 4 lower, but the "no label" branch, which learns only from the dropped share,
-6.9 higher; 10% loses on every row but random digits. Sampling settings (sampler, steps, batch size) are not a preset's: each has one
+6.9 higher; 10% loses on every row but random digits. The VAE's KL weight stays 0.1: at 0.01 its latents
+carry less posterior noise and reconstruct a little better, but a whole `make all` scored every
+sampled row worse (random digits +0.1, "no label" +2.5, digits 0-9 +0.8; docs/results.md "A VAE
+with less posterior noise"). Sampling settings (sampler, steps, batch size) are not a preset's: each has one
 default, in sampling.py and pipeline.py, for the API and the scripts alike. A UNet takes as many
 input channels as the latents it is trained on have. The guide, a weaker UNet that autoguides
 sampling (guidance.autoguided), is the UNet's own EMA weights after an eighth of its steps, written

@@ -89,6 +89,7 @@ RECIPES = {r.name: r for r in (
            "diffusion's autoencoders weigh their KL slightly, Rombach et al. 2022)", vae_model={"beta": 0.01}),
     Recipe("kl-0.001", "a VAE with KL weight β = 0.001 instead of 0.1", vae_model={"beta": 0.001}),
     Recipe("width-64", "a UNet of base width 64 instead of 48", unet_model={"base_channels": 64}),
+    Recipe("width-32", "a UNet of base width 32 instead of 48", unet_model={"base_channels": 32}),
     Recipe("min-snr-5", "min-SNR-γ loss weighting, γ = 5 (Hang et al. 2023)", diffusion={"min_snr_gamma": 5.0}),
     Recipe("drop-20", "20% of labels dropped instead of 50%", diffusion={"label_dropout": 0.2}),
     Recipe("drop-10", "10% of labels dropped instead of 50%", diffusion={"label_dropout": 0.1}),

@@ -2,20 +2,20 @@
 
 Every recipe is the preset's UNet recipe (the baseline) with one change, trained on the same
 latent cache for the same wall-clock budget (a recipe that changes the VAE first trains its own,
-as the preset trains make all's, and encodes its own cache; the VAE's time is reported beside): the run stops when its training time reaches the
-budget, and its learning rate decays over the steps the clock extrapolates to (run_training's
-`time_budget`), so that each recipe gets the run its speed buys. Two short calibration runs
-first measure its seconds per step and start-up cost, for the first estimate of that length
-(the speed of a shared 2-core machine drifts by ±15% over minutes, so the estimate alone would
-not keep the budget). Checks during training (held-out loss and the FID of 1,000 images about
-every quarter of the run) are not charged to the budget: the charged time is the log's
-`train_seconds` (monitor.py).
+as the preset trains make all's, and encodes its own cache; the VAE's time is reported beside):
+the run stops when its training time reaches the budget, and its learning rate decays over the
+steps the clock extrapolates to (run_training's `time_budget`), so that each recipe gets the run
+its speed buys. Two short calibration runs first measure its seconds per step and start-up cost,
+for the first estimate of that length (the speed of a shared 2-core machine drifts by ±15% over
+minutes, so the estimate alone would not keep the budget). Checks during training (held-out loss
+and the FID of 1,000 images about every quarter of the run) are not charged to the budget: the
+charged time is the log's `train_seconds` (monitor.py).
 
 Each trained recipe is scored with the default sampler on `num_images` images in the three
 rows of `make all` (random digits; the "no label" branch; digits 0-9 at the recipe's guidance,
 with how often the classifier recognises the prompted digit), once per noise seed, beside its
-VAE's reconstructions of as many real images (the row that bounds the others from below). Every recipe
-is sampled from the same noise at a given seed (same latent shape, same labels), so the
+VAE's reconstructions of as many real images (the row that bounds the others from below). Every
+recipe is sampled from the same noise at a given seed (same latent shape, same labels), so the
 differences to the baseline are paired; their spread over the seeds is the sampling noise of a
 difference. A recipe's checkpoint (work_dir/<name>.safetensors), its plan (the steps its
 calibration gave) and its scores per seed are reused while its settings are unchanged, so the
@@ -178,8 +178,8 @@ class RecipeRun:
         return load_latent_cache(self.latents_path, device), vae, vae_ckpt
 
     def vae_seconds(self) -> float | None:
-        """Training seconds of the recipe's own VAE (None: make all's)."""
-        return self.latent_space()[2].info["charged_seconds"] if self.own_vae else None
+        """Training seconds of the recipe's own VAE, as its checkpoint records them (None: make all's)."""
+        return load_checkpoint(self.vae_path, "vae").info["charged_seconds"] if self.own_vae else None
 
     def precision(self):
         return precision_policy(self.recipe.precision)
@@ -187,8 +187,8 @@ class RecipeRun:
     def _train(self, steps: int, run: RunContext, **kwargs):
         settings = dataclasses.replace(self.training, steps=steps, validate_every=max(1, steps // 4))
         with self.precision():
-            return train_unet(self.latent_space()[0], self.unet_model, self.diffusion, settings, run, desc=self.recipe.name,
-                              **kwargs)
+            return train_unet(self.latent_space()[0], self.unet_model, self.diffusion, settings, run,
+                              desc=self.recipe.name, **kwargs)
 
     def plan(self) -> dict:
         """The steps the budget should buy, from two calibration runs: the run's first estimate of
@@ -323,13 +323,14 @@ def recipes_markdown(report: dict) -> str:
              f"{report['device']}; each recipe is the `{report['preset']}` preset's UNet recipe with one change, "
              f"trained for {report['budget_seconds'] / 60:.1f} minutes of wall-clock (checks excluded) on the same "
              "latents (a recipe that changes the VAE on those of its own VAE, trained as the preset trains make "
-             f"all's, in the minutes of the VAE column), then sampled with {report['sampler']}, {report['num_images']} images per row and noise seed "
+             f"all's, in the minutes of the VAE column), then sampled with {report['sampler']}, "
+             f"{report['num_images']} images per row and noise seed "
              f"(seeds {seeds}; every recipe from the same noise). FID in this project's classifier features "
              f"against the MNIST test set, the mean over the seeds; Δ is the paired difference to the baseline, "
              f"its mean and, in brackets, its value at each seed. VAE reconstruction: as many real training "
              f"images through the recipe's VAE. Validation floor: {floor:.3f}.", "",
-             "| recipe | change | VAE minutes | steps | minutes | latents/s | " + " | ".join(f"{r} | Δ" for r in ROWS)
-             + " | recognised |",
+             "| recipe | change | VAE minutes | steps | minutes | latents/s | "
+             + " | ".join(f"{r} | Δ" for r in ROWS) + " | recognised |",
              "|---|---|---:|---:|---:|---:|" + "---:|---:|" * len(ROWS) + "---:|"]
     for r in rows:
         cells = []

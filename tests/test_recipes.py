@@ -121,8 +121,8 @@ def test_the_study_trains_each_recipe_once_and_scores_it_from_shared_noise(pipel
     ckpt = pipeline["ckpt"]
     args = ["--data-dir", pipeline["data"], "--classifier", ckpt / "classifier.safetensors",
             "--vae", ckpt / "vae.safetensors", "--latents", ckpt / "latents.safetensors", *SMOKE,
-            "--recipes", "posterior-mean", "kl-0.01", "--budget-minutes", 0.02, "--num-images", 16, "--out-dir", tmp_path,
-            "--work-dir", tmp_path / "work"]
+            "--recipes", "posterior-mean", "kl-0.01", "--budget-minutes", 0.02, "--num-images", 16,
+            "--out-dir", tmp_path, "--work-dir", tmp_path / "work"]
     run_script("recipes", *args, "--seeds", 0, 1)
     report = json.loads((tmp_path / "recipes.json").read_text())
     assert [r["recipe"] for r in report["rows"]] == ["baseline", "posterior-mean", "kl-0.01"]
